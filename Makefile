@@ -1,0 +1,70 @@
+# The README's commands. Everything runs inside ./.venv, created on first use.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+CHURN := $(VENV)/bin/churn
+export BENTOML_HOME ?= $(CURDIR)/.churn/bentoml
+export BENTOML_DO_NOT_TRACK := true
+export MLFLOW_ENABLE_TELEMETRY := false
+DATA := .churn/data/customers.csv
+CONTRACT := configs/streaming_churn.contract.yaml
+PORT ?= 3000
+
+.PHONY: setup monitor-deps demo train serve score bento bench drift retrain-check monitor test lint clean
+
+$(VENV)/.installed: pyproject.toml
+	@command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet "uv>=0.4,<1"
+	@test -x $(PY) || uv venv --quiet --python 3.11 $(VENV)
+	uv pip install --quiet --python $(PY) -e ".[test]"
+	@touch $@
+
+setup: $(VENV)/.installed  ## create the environment (idempotent)
+
+monitor-deps:  ## Prometheus, promtool and the Pushgateway (Debian packages) when missing
+	@if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus-pushgateway >/dev/null 2>&1; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq prometheus prometheus-pushgateway >/dev/null; \
+	fi
+
+demo: setup  ## generate data, validate, train, register, promote, then serve the champion
+	$(CHURN) generate --output $(DATA)
+	$(CHURN) validate --data $(DATA) --contract $(CONTRACT)
+	$(CHURN) train --data $(DATA) --contract $(CONTRACT) --summary .churn/last_train.json
+	$(CHURN) models
+	@echo "Serving the champion on http://localhost:$(PORT) (Swagger UI at /, Ctrl-C stops)"
+	$(VENV)/bin/bentoml serve service.service:ChurnService --port $(PORT)
+
+train: setup  ## train on $(DATA); promoted only if it beats the champion
+	$(CHURN) train --data $(DATA) --contract $(CONTRACT) --summary .churn/last_train.json
+
+serve: setup  ## serve the current champion on $(PORT)
+	$(VENV)/bin/bentoml serve service.service:ChurnService --port $(PORT)
+
+score: setup  ## offline batch scoring of $(DATA) with the champion
+	$(CHURN) score --input $(DATA) --output .churn/scores.parquet
+
+bento: setup  ## build the Bento (and its Dockerfile) from the champion
+	$(VENV)/bin/bentoml build
+
+bench: setup  ## serving benchmark (bench/serving.py); figures in the README
+	$(PY) -m bench.serving
+
+drift: setup  ## drift of the last 24 h of logged inferences against the champion's reference
+	$(CHURN) drift
+
+retrain-check: setup  ## exit 10 when retraining is recommended (docs/monitoring.md)
+	$(CHURN) retrain-check
+
+monitor: setup monitor-deps  ## local Prometheus + Pushgateway with the project's rules
+	$(CHURN) monitor
+
+test: setup monitor-deps  ## ruff and the whole test suite (what CI runs)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf .churn

@@ -1,0 +1,72 @@
+"""`churn`: the one command line of churn-serve. Each package registers its subcommands.
+
+Errors a user can act on (bad data, a bad contract, a missing model, an unreachable service)
+end as one readable line on stderr and a non-zero exit; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import typer
+
+from monitoring import cli as monitoring_cli
+from service import cli as service_cli
+from training import cli as training_cli
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Train, serve and watch a churn model. State lives in ./.churn unless configured.",
+)
+
+
+@app.callback()
+def _main(
+    home: Path = typer.Option(
+        Path(".churn"), "--home", envvar="CHURN_HOME",
+        help="Folder for generated data, the MLflow database and (unless BENTOML_HOME is set) "
+        "the BentoML model store.",
+    ),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+) -> None:
+    home = home.resolve()
+    # Must happen before bentoml is imported anywhere: bentoml reads it once, at import.
+    os.environ.setdefault("BENTOML_HOME", str(home / "bentoml"))
+    os.environ["CHURN_HOME"] = str(home)
+    os.environ["CHURN_DEBUG"] = "1" if debug else os.environ.get("CHURN_DEBUG", "")
+
+
+training_cli.register(app)
+service_cli.register(app)
+monitoring_cli.register(app)
+
+
+def main() -> None:
+    """Entry point that turns expected failures into one line and exit code 2."""
+    try:
+        # Without standalone mode click *returns* a typer.Exit code instead of exiting with it.
+        code = app(standalone_mode=False)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - the CLI boundary: everything ends as one line
+        if os.environ.get("CHURN_DEBUG"):
+            raise
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"error: {type(exc).__name__}: {message}", file=sys.stderr)  # noqa: T201
+        sys.exit(2)
+    if isinstance(code, int) and code:
+        sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""Service configuration: one YAML file (``configs/service.yaml``) parsed into pydantic.
+
+Every field has a default that works, so the file (and each section of it) is optional.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+CONFIG_ENV = "CHURN_SERVICE_CONFIG"
+DEFAULT_CONFIG = Path("configs/service.yaml")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BatchingConfig(_Section):
+    """BentoML adaptive batching of concurrent ``/predict`` requests (see docs/serving.md)."""
+
+    enabled: bool = True
+    max_batch_size: int = Field(64, ge=2, description="rows merged into one model call at most")
+    max_latency_ms: int = Field(
+        1000, ge=1, description="hard budget per request; a request that cannot meet it is "
+        "answered 503, so keep it far above the p99 you expect"
+    )
+
+
+class InferenceLogConfig(_Section):
+    """The durable log of served predictions that drift detection reads."""
+
+    enabled: bool = True
+    directory: Path | None = Field(
+        None, description="default: $CHURN_HOME/inference_log (CHURN_HOME defaults to .churn)"
+    )
+    sample_rate: float = Field(1.0, ge=0, le=1, description="share of predictions logged")
+    rotate_bytes: int = Field(64 * 2**20, ge=1024, description="start a new file past this size")
+    rotate_seconds: float = Field(3600, gt=0, description="start a new file after this long")
+    flush_seconds: float = Field(1.0, gt=0, description="buffered records reach disk this often")
+    queue_rows: int = Field(
+        1_000_000, ge=1000, description="rows waiting for the writer; beyond it rows are "
+        "dropped and counted, so a stuck disk never blocks a request"
+    )
+
+    def resolved_directory(self) -> Path:
+        if self.directory is not None:
+            return self.directory
+        return Path(os.environ.get("CHURN_HOME", ".churn")) / "inference_log"
+
+
+class ServiceConfig(_Section):
+    model_name: str = Field("streaming_churn", description="dataset/model name; its champion "
+                            "is served")
+    model_tag: str | None = Field(None, description="pin an explicit name:version instead")
+    workers: int = Field(2, ge=1, description="worker processes (one per core)")
+    max_batch_rows: int = Field(10_000, ge=1, description="customers per /predict_batch call")
+    max_body_bytes: int = Field(16 * 2**20, ge=1024, description="larger bodies answer 413")
+    timeout_seconds: float = Field(60, gt=0, description="BentoML request timeout")
+    access_log: bool = Field(True, description="one JSON line per request (with request id)")
+    batching: BatchingConfig = BatchingConfig()
+    inference_log: InferenceLogConfig = InferenceLogConfig()
+    recommendations: dict[str, str] = Field(
+        default={
+            "LOW": "No action: keep the regular experience.",
+            "MEDIUM": "Send a retention offer (e.g. one free month).",
+            "HIGH": "Priority outreach: personal call plus a retention offer.",
+        },
+        description="action per risk level, shown with each prediction",
+    )
+
+    @classmethod
+    def from_yaml(cls, path: Path | None) -> ServiceConfig:
+        """Read the config; ``None`` gives the defaults. Raises ValueError naming the problem."""
+        if path is None:
+            return cls()
+        try:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+            return cls.model_validate(raw)
+        except FileNotFoundError as exc:
+            raise ValueError(f"service config not found: {path}") from exc
+        except (yaml.YAMLError, ValidationError) as exc:
+            raise ValueError(f"service config {path} is invalid: {exc}") from exc
+
+    @classmethod
+    def locate(cls) -> ServiceConfig:
+        """$CHURN_SERVICE_CONFIG if set, else configs/service.yaml if present, else defaults."""
+        explicit = os.environ.get(CONFIG_ENV)
+        if explicit:
+            return cls.from_yaml(Path(explicit))
+        return cls.from_yaml(DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)

@@ -1,0 +1,146 @@
+"""Request id, body size limit and JSON access log for every request, and JSON log lines.
+
+A pure ASGI middleware (no BaseHTTPMiddleware: that one costs a task per request). The
+``X-Request-ID`` header is accepted or generated, returned, kept in a context variable for log
+lines and in ``scope["state"]`` for the request parsers, which tag each row with it.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+REQUEST_ID_HEADER = b"x-request-id"
+MAX_REQUEST_ID_LENGTH = 128
+request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+access_logger = logging.getLogger("churn.service.access")
+
+
+def request_id_of(scope: dict) -> str:
+    """The request id the middleware chose for this request (empty outside a request)."""
+    return scope.get("state", {}).get("request_id", "") or request_id_var.get()
+
+
+def _usable(value: bytes) -> str | None:
+    text = value.decode("latin-1").strip()
+    if 0 < len(text) <= MAX_REQUEST_ID_LENGTH and text.isprintable():
+        return text
+    return None
+
+
+class RequestContextMiddleware:
+    """Tags each request with an id, refuses bodies over ``max_body_bytes`` (413) and writes one
+    JSON access-log line per request. ``on_rejected(reason)`` counts refused requests."""
+
+    def __init__(self, app: Callable, max_body_bytes: int, access_log: bool = True,
+                 on_rejected: Callable[[str, str], None] | None = None) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.access_log = access_log
+        self.on_rejected = on_rejected or (lambda endpoint, reason: None)
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = None
+        length = None
+        for name, value in scope.get("headers", ()):
+            if name == REQUEST_ID_HEADER:
+                request_id = _usable(value)
+            elif name == b"content-length":
+                length = int(value) if value.isdigit() else None
+        request_id = request_id or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        token = request_id_var.set(request_id)
+        status = 500
+        header = (REQUEST_ID_HEADER, request_id.encode("latin-1"))
+
+        async def send_with_id(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        try:
+            if length is not None and length > self.max_body_bytes:
+                status = 413
+                self.on_rejected(scope.get("path", ""), "body_too_large")
+                await _send_json(send_with_id, 413, {
+                    "error": "request body too large",
+                    "detail": [{"type": "body_too_large", "loc": ["body"],
+                                "msg": f"body is {length} bytes; the limit is "
+                                       f"{self.max_body_bytes}"}],
+                })
+            else:
+                await self.app(scope, receive, send_with_id)
+        finally:
+            if self.access_log and scope.get("path") not in ("/metrics", "/livez", "/readyz"):
+                access_logger.info("request", extra={"http": {
+                    "method": scope.get("method"), "path": scope.get("path"),
+                    "status": status, "bytes_in": length,
+                    "ms": round((time.perf_counter() - started) * 1000, 3),
+                }})
+            request_id_var.reset(token)
+
+
+async def _send_json(send: Callable, status: int, body: dict) -> None:
+    payload = orjson.dumps(body)
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
+    ]})
+    await send({"type": "http.response.body", "body": payload})
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, request_id, extra fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(
+                timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "request_id": request_id_var.get(),
+        }
+        for key in ("http", "model", "validation"):
+            if hasattr(record, key):
+                entry[key] = getattr(record, key)
+        if record.exc_info:
+            entry["error"] = self.formatException(record.exc_info).splitlines()[-1]
+        return orjson.dumps(entry, default=str).decode()
+
+
+class _ValidationTracebacks(logging.Filter):
+    """BentoML logs every rejected request as an ERROR with a traceback; a 400 for bad input is
+    not a server error. We log those ourselves (one JSON line with the reasons)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from pydantic import ValidationError
+
+        return not (record.exc_info and isinstance(record.exc_info[1], ValidationError))
+
+
+def configure_json_logging(level: int = logging.INFO) -> None:
+    """Our loggers (``churn.*``) write JSON lines to stderr; quiet BentoML's 400 tracebacks."""
+    logger = logging.getLogger("churn")
+    if not any(isinstance(h.formatter, JsonFormatter) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter())
+        logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
+    bentoml_errors = logging.getLogger("bentoml._internal.server.http_app")
+    if not any(isinstance(f, _ValidationTracebacks) for f in bentoml_errors.filters):
+        bentoml_errors.addFilter(_ValidationTracebacks())

@@ -1,0 +1,143 @@
+"""Request and response models, built from the data contract stored with the served model.
+
+Field names, types, bounds, closed category sets, nullability and descriptions all come from the
+contract, so training and serving cannot disagree and the OpenAPI page shows the real fields.
+JSON types are strict: numbers are JSON numbers, booleans are ``true``/``false``, categories are
+strings. ``service.validation`` implements exactly these rules column-wise for large batches.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from training.contract import DataContract, FeatureSpec
+
+RiskLevel = Literal["LOW", "MEDIUM", "HIGH"]
+ID_MAX_LENGTH = 128
+CATEGORY_MAX_LENGTH = 100
+
+
+class CustomerBase(BaseModel):
+    """Base of the generated customer model: strict JSON types, unknown fields rejected."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+def _describe(name: str, spec: FeatureSpec) -> str:
+    parts = [spec.description] if spec.description else []
+    if spec.type == "categorical" and spec.values is None:
+        parts.append("Open set: an unseen value is accepted, scored and flagged.")
+    if spec.nullable:
+        parts.append("May be null or omitted.")
+    return " ".join(parts) or name.replace("_", " ")
+
+
+def feature_field(name: str, spec: FeatureSpec) -> tuple[Any, Any]:
+    """The pydantic (annotation, Field) of one contract feature."""
+    kwargs: dict[str, Any] = {"description": _describe(name, spec)}
+    if spec.type == "numeric":
+        annotation: Any = float
+        if spec.min is not None:
+            kwargs["ge"] = spec.min
+        if spec.max is not None:
+            kwargs["le"] = spec.max
+        kwargs["allow_inf_nan"] = False
+    elif spec.type == "boolean":
+        annotation = bool
+    elif spec.values is not None:
+        annotation = Literal[tuple(spec.values)]
+    else:
+        annotation = str
+        kwargs["min_length"] = 1
+        kwargs["max_length"] = CATEGORY_MAX_LENGTH
+    if spec.nullable:
+        # OpenAPI 3.0 spelling; BentoML flattens pydantic's anyOf-with-null to the bare type
+        return annotation | None, Field(None, json_schema_extra={"nullable": True}, **kwargs)
+    return annotation, Field(..., **kwargs)
+
+
+def example_customer(contract: DataContract, reference_row: dict[str, Any] | None) -> dict:
+    """A valid request body for the docs: a reference (training) row when there is one."""
+    example: dict[str, Any] = {contract.id: "C-000123"}
+    for name, spec in contract.features.items():
+        value = (reference_row or {}).get(name)
+        if isinstance(value, float) and math.isnan(value):
+            value = None
+        if value is None and not spec.nullable:
+            value = _placeholder(spec)
+        if spec.type == "boolean" and value is not None:
+            value = bool(value)
+        elif spec.type == "numeric" and value is not None:
+            value = float(value)
+        elif spec.type == "categorical" and value is not None:
+            value = str(value)
+        example[name] = value
+    return example
+
+
+def _placeholder(spec: FeatureSpec) -> Any:
+    if spec.type == "numeric":
+        return float(spec.min if spec.min is not None else 0.0)
+    if spec.type == "boolean":
+        return False
+    return spec.values[0] if spec.values else "unknown"
+
+
+def customer_model(contract: DataContract, example: dict[str, Any]) -> type[CustomerBase]:
+    """One customer as the contract describes it, plus its id; ``example`` shows in the docs."""
+    fields: dict[str, Any] = {
+        contract.id: (str, Field(..., min_length=1, max_length=ID_MAX_LENGTH,
+                                 description="Customer identifier, echoed in the answer.")),
+    }
+    for name, spec in contract.features.items():
+        fields[name] = feature_field(name, spec)
+    documented = type("DocumentedCustomer", (CustomerBase,), {
+        "model_config": ConfigDict(**CustomerBase.model_config,
+                                   json_schema_extra={"example": example}),
+    })
+    return create_model(
+        "Customer",
+        __base__=documented,
+        __doc__=f"One customer, as the data contract {contract.name!r} defines it.",
+        **fields,
+    )
+
+
+class Prediction(BaseModel):
+    """The answer for one customer."""
+
+    customer_id: str
+    churn_probability: float = Field(description="calibrated probability of churning in 30 days")
+    will_churn: bool = Field(description="probability at or above the model's business threshold")
+    risk_level: RiskLevel = Field(description="LOW below the threshold, HIGH from the high cut-off")
+    recommendation: str = Field(description="what to do for this risk level")
+    model_version: str
+    unseen_categories: list[str] = Field(
+        default=[], description="features whose category was never seen in training"
+    )
+
+
+class BatchSummary(BaseModel):
+    count: int
+    high_risk: int = Field(description="customers rated HIGH")
+    will_churn: int = Field(description="customers at or above the threshold")
+    mean_probability: float
+
+
+class BatchPrediction(BaseModel):
+    model_version: str
+    predictions: list[Prediction]
+    summary: BatchSummary
+
+
+def batch_request_model(customer: type[CustomerBase], max_rows: int) -> type[BaseModel]:
+    """``{"customers": [...]}`` with 1..max_rows customers."""
+    return create_model(
+        "CustomerBatch",
+        __doc__=f"Up to {max_rows} customers scored in one call.",
+        __config__=ConfigDict(extra="forbid", strict=True),
+        customers=(list[customer], Field(..., min_length=1, max_length=max_rows)),
+    )

@@ -1,0 +1,290 @@
+"""Scoring: validated customer columns in, probability, decision, risk level and flags out.
+
+Used by the service (online) and by ``churn score`` (offline), so both give the same answer.
+The fitted sklearn preprocessor is compiled once into numpy operations (``MatrixBuilder``):
+sklearn's ColumnTransformer costs about 10 ms per call whatever the batch size, which would cap
+a worker at about 100 small batches per second. The compiled path is checked against the
+sklearn pipeline when the scorer is built, and the scorer falls back to sklearn if they differ.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from training.contract import DataContract, split_valid_rows
+from training.features import ContractTyping, DerivedFeatures
+from training.store import ModelEntry
+
+logger = logging.getLogger("churn.service.scoring")
+
+RISK_LEVELS = np.array(["LOW", "MEDIUM", "HIGH"], dtype=object)
+NO_UNSEEN: tuple[str, ...] = ()
+
+
+@dataclass
+class Scores:
+    probability: np.ndarray
+    will_churn: np.ndarray
+    risk_level: np.ndarray
+    unseen: list[tuple[str, ...]]
+
+
+class MatrixBuilder:
+    """The fitted preprocessor (typing, derived features, impute, scale, missing indicators,
+    one-hot) as plain numpy. ``compile`` returns None for a pipeline it does not recognise."""
+
+    def __init__(self, numeric: list[str], derived: dict[str, str], num_columns: list[str],
+                 fill: np.ndarray, mean: np.ndarray | None, scale: np.ndarray | None,
+                 indicated: list[int], categorical: list[tuple[str, pd.Index]]):
+        self.numeric = numeric
+        self.derived = {name: compile(expr, f"<derived {name}>", "eval")
+                        for name, expr in derived.items()}
+        self.num_columns = num_columns
+        self.fill, self.mean, self.scale = fill, mean, scale
+        self.indicated = indicated
+        self.categorical = categorical
+        self.width = len(num_columns) + len(indicated) + sum(len(c) for _, c in categorical)
+
+    @classmethod
+    def compile(cls, preprocessor: object, contract: DataContract) -> MatrixBuilder | None:
+        from sklearn.compose import ColumnTransformer
+        from sklearn.impute import MissingIndicator, SimpleImputer
+        from sklearn.pipeline import Pipeline
+        from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+        steps = [step for _, step in getattr(preprocessor, "steps", [])]
+        if len(steps) != 3 or not (isinstance(steps[0], ContractTyping)
+                                   and isinstance(steps[1], DerivedFeatures)
+                                   and isinstance(steps[2], ColumnTransformer)):
+            return None
+        parts: dict[str, tuple[object, list[str]]] = {}
+        for name, transformer, columns in steps[2].transformers_:
+            if transformer == "drop":
+                continue
+            parts[name] = (transformer, list(columns))
+        if set(parts) - {"num", "miss", "cat"} or "num" not in parts:
+            return None
+        num, num_columns = parts["num"]
+        if not (isinstance(num, Pipeline) and len(num.steps) == 2
+                and isinstance(num.steps[0][1], SimpleImputer)
+                and isinstance(num.steps[1][1], StandardScaler)):
+            return None
+        imputer, scaler = num.steps[0][1], num.steps[1][1]
+        fill = np.nan_to_num(np.asarray(imputer.statistics_, dtype=float), nan=0.0)
+        indicated: list[int] = []
+        if "miss" in parts:
+            miss, miss_columns = parts["miss"]
+            if not isinstance(miss, MissingIndicator) or miss.features != "all":
+                return None
+            indicated = [num_columns.index(c) for c in miss_columns]
+        categorical: list[tuple[str, pd.Index]] = []
+        if "cat" in parts:
+            cat, cat_columns = parts["cat"]
+            encoder = cat.steps[-1][1] if isinstance(cat, Pipeline) else None
+            if not isinstance(encoder, OneHotEncoder) or encoder.handle_unknown != "ignore" \
+                    or encoder.drop is not None:
+                return None
+            categorical = [(c, pd.Index(list(v))) for c, v in
+                           zip(cat_columns, encoder.categories_, strict=True)]
+        return cls(
+            numeric=contract.numeric + contract.boolean,
+            derived=dict(steps[1].expressions),
+            num_columns=num_columns,
+            fill=fill,
+            mean=np.asarray(scaler.mean_, dtype=float) if scaler.with_mean else None,
+            scale=np.asarray(scaler.scale_, dtype=float) if scaler.with_std else None,
+            indicated=indicated,
+            categorical=categorical,
+        )
+
+    def matrix(self, features: Mapping[str, np.ndarray]) -> np.ndarray:
+        columns = {c: np.asarray(features[c], dtype=float) for c in self.numeric}
+        if self.derived:
+            series = {c: pd.Series(v, copy=False) for c, v in columns.items()}
+            for name, code in self.derived.items():
+                # The expression comes from the contract inside the model entry, as trusted as
+                # the pickled model next to it; no builtins are reachable from it.
+                result = eval(code, {"__builtins__": {}}, series)  # noqa: S307
+                columns[name] = np.asarray(pd.to_numeric(result, errors="coerce"), dtype=float)
+        block = np.column_stack([columns[c] for c in self.num_columns])
+        if self.derived:  # DerivedFeatures turns infinities (x / 0) into missing values
+            block[np.isinf(block)] = np.nan
+        out = np.zeros((block.shape[0], self.width), dtype=float)
+        missing = np.isnan(block)
+        k = block.shape[1]
+        scaled = np.where(missing, self.fill, block)
+        if self.mean is not None:
+            scaled -= self.mean
+        if self.scale is not None:
+            scaled /= self.scale
+        out[:, :k] = scaled
+        if self.indicated:
+            out[:, k:k + len(self.indicated)] = missing[:, self.indicated]
+            k += len(self.indicated)
+        rows = np.arange(block.shape[0])
+        for column, categories in self.categorical:
+            codes = categories.get_indexer(pd.Index(features[column], dtype=object))
+            known = codes >= 0
+            out[rows[known], k + codes[known]] = 1.0
+            k += len(categories)
+        return out
+
+
+class Scorer:
+    """The served model with its decision rules (threshold, risk cut-offs, vocabulary)."""
+
+    def __init__(self, entry: ModelEntry, recommendations: Mapping[str, str] | None = None):
+        self.entry = entry
+        self.contract = entry.contract
+        self.model = entry.model
+        meta = entry.metadata
+        self.tag, self.version = entry.tag, entry.version
+        self.threshold = meta.threshold
+        self.cutoffs = np.array([meta.risk_cutoffs.medium, meta.risk_cutoffs.high])
+        self.vocabulary = {c: pd.Index(v, dtype=object) for c, v in meta.categories.items()
+                           if c in self.contract.features}
+        self.recommendations = dict(recommendations or {})
+        estimator = self.model.pipeline.steps[-1][1]
+        if "n_jobs" in estimator.get_params():
+            # One thread per worker process: threads fighting over 2 cores cost more than they
+            # give for the small batches a service sees (it does not change the predictions).
+            estimator.set_params(n_jobs=1)
+        self.builder = MatrixBuilder.compile(self.model.preprocessor, self.contract)
+        if self.builder is None:
+            logger.warning("preprocessor not recognised: scoring through sklearn (slower)")
+
+    def verify(self, features: pd.DataFrame) -> float:
+        """Compare the compiled path with the model's own predict_proba on ``features``; keep
+        the compiled path only if they agree. Returns the largest difference."""
+        if self.builder is None:
+            return 0.0
+        expected = self.model.predict_proba(features)
+        fast = self.model.predict_proba_matrix(self.builder.matrix(_columns_of(features)))
+        difference = float(np.max(np.abs(fast - expected))) if len(expected) else 0.0
+        if not difference <= 1e-9:
+            logger.warning("compiled preprocessor differs from sklearn by %.3g: not used",
+                           difference)
+            self.builder = None
+        return difference
+
+    def probabilities(self, features: Mapping[str, np.ndarray] | pd.DataFrame) -> np.ndarray:
+        if self.builder is not None:
+            columns = _columns_of(features) if isinstance(features, pd.DataFrame) else features
+            return self.model.predict_proba_matrix(self.builder.matrix(columns))
+        frame = features if isinstance(features, pd.DataFrame) else pd.DataFrame(features)
+        return self.model.predict_proba(frame)
+
+    def score(self, features: Mapping[str, np.ndarray] | pd.DataFrame) -> Scores:
+        probability = self.probabilities(features)
+        risk = RISK_LEVELS[np.searchsorted(self.cutoffs, probability, side="right")]
+        return Scores(probability=probability, will_churn=probability >= self.threshold,
+                      risk_level=risk, unseen=self.unseen(features, len(probability)))
+
+    def unseen(self, features: Mapping[str, np.ndarray] | pd.DataFrame, n: int
+               ) -> list[tuple[str, ...]]:
+        """Per row, the categorical features whose value was not in the training vocabulary."""
+        flagged: list[tuple[str, ...]] = [NO_UNSEEN] * n
+        for column, vocabulary in self.vocabulary.items():
+            values = pd.Index(np.asarray(features[column], dtype=object), dtype=object)
+            mask = (vocabulary.get_indexer(values) < 0) & ~values.isna()
+            for i in np.flatnonzero(mask):
+                flagged[i] = (*flagged[i], column)
+        return flagged
+
+    def recommendation(self, risk_level: str) -> str:
+        return self.recommendations.get(risk_level, "")
+
+
+def _columns_of(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    return {c: frame[c].to_numpy() for c in frame.columns}
+
+
+# --- batch scoring of a whole table (``churn score``) ------------------------------------
+
+@dataclass
+class ScoreReport:
+    rows: int = 0
+    scored: int = 0
+    rejected: int = 0
+    high_risk: int = 0
+    chunks: int = 0
+
+
+def score_chunks(chunks: Iterator[pd.DataFrame], scorer: Scorer
+                 ) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
+    """For each raw chunk: (scored rows, rejected rows with ``reject_reason``).
+
+    Validation is the contract's ``split_valid_rows``: every rejected row says which column
+    broke which rule; nothing is dropped silently.
+    """
+    contract = scorer.contract
+    for chunk in chunks:
+        features, rejects, ids = split_valid_rows(chunk, contract)
+        scores = scorer.score(features) if len(features) else None
+        out = pd.DataFrame({contract.id: ids.to_numpy()})
+        if scores is not None:
+            out["churn_probability"] = scores.probability
+            out["will_churn"] = scores.will_churn
+            out["risk_level"] = scores.risk_level
+            out["unseen_categories"] = [",".join(u) for u in scores.unseen]
+        else:
+            for column in ("churn_probability", "will_churn", "risk_level", "unseen_categories"):
+                out[column] = pd.Series(dtype=object)
+        out["model_version"] = scorer.version
+        out["model_tag"] = scorer.tag
+        yield out, rejects
+
+
+class TableWriter:
+    """Appends chunks to a .csv, .parquet or SQL (``url#table``) destination as they come, so
+    memory stays bounded by the chunk size. An existing file or table is replaced."""
+
+    def __init__(self, destination: str | Path):
+        self.destination = str(destination)
+        self._parquet = None
+        self._started = False
+
+    def write(self, frame: pd.DataFrame) -> None:
+        from training.ingest import _split_sql, is_sql_source
+
+        if is_sql_source(self.destination):
+            import sqlalchemy as sa
+
+            url, table = _split_sql(self.destination)
+            engine = sa.create_engine(url)
+            try:
+                frame.to_sql(table, engine, if_exists="append" if self._started else "replace",
+                             index=False, chunksize=50_000)
+            finally:
+                engine.dispose()
+        else:
+            path = Path(self.destination)
+            if not self._started:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            if path.suffix.lower() in {".parquet", ".pq"}:
+                import pyarrow as pa
+                import pyarrow.parquet as pq
+
+                table = pa.Table.from_pandas(frame, preserve_index=False)
+                if self._parquet is None:
+                    self._parquet = pq.ParquetWriter(path, table.schema)
+                self._parquet.write_table(table.cast(self._parquet.schema))
+            else:
+                frame.to_csv(path, mode="a" if self._started else "w", header=not self._started,
+                             index=False)
+        self._started = True
+
+    def close(self) -> None:
+        if self._parquet is not None:
+            self._parquet.close()
+            self._parquet = None
+
+    @property
+    def started(self) -> bool:
+        return self._started

@@ -1,0 +1,64 @@
+"""Session-wide fixtures: an isolated model store and MLflow database, and one real champion
+trained on generated data that the service and monitoring tests share."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# Isolate the whole session from the user's model store before anything imports bentoml
+# (bentoml reads BENTOML_HOME once, at import).
+_SESSION_HOME = Path(tempfile.mkdtemp(prefix="churn-test-"))
+os.environ["CHURN_HOME"] = str(_SESSION_HOME)
+os.environ["BENTOML_HOME"] = str(_SESSION_HOME / "bentoml")
+os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+CONTRACT_PATH = REPO / "configs" / "streaming_churn.contract.yaml"
+CHURN = str(REPO / ".venv" / "bin" / "churn")
+
+
+@pytest.fixture(scope="session")
+def churn_home() -> Path:
+    return _SESSION_HOME
+
+
+@pytest.fixture(scope="session")
+def contract():
+    from training.contract import DataContract
+
+    return DataContract.from_yaml(CONTRACT_PATH)
+
+
+@pytest.fixture(scope="session")
+def fast_config():
+    """A training config small enough for tests: two candidates, no tuning round."""
+    from training.config import TrainConfig
+
+    return TrainConfig(algorithms=["logistic", "xgboost"], imbalance=["class_weight"],
+                       search_budget_seconds=0, max_trials=0, cv_folds=3, reference_rows=2000)
+
+
+@pytest.fixture(scope="session")
+def training_csv(churn_home: Path) -> Path:
+    from training.generate import GeneratorConfig, generate_customers
+
+    path = churn_home / "data" / "customers.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    generate_customers(GeneratorConfig(rows=4000, seed=7)).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def trained_entry(training_csv: Path, contract, fast_config, churn_home: Path):
+    """A real champion in the session's model store (trained once, ~10-20 s)."""
+    from training.run import train_and_register
+    from training.store import load_entry
+
+    summary = train_and_register(str(training_csv), contract, fast_config, churn_home)
+    assert summary.promoted, summary.decision
+    return load_entry(summary.model_tag)

@@ -1,0 +1,140 @@
+"""Fixtures of the monitoring job tests: a real Pushgateway, and an inference log written by the
+service's own writer (so the jobs read exactly what the service writes)."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PUSHGATEWAY_BINARIES = ("prometheus-pushgateway", "pushgateway")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def pushgateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of a real Pushgateway on a free loopback port (in-memory), stopped by its PID."""
+    binary = next((shutil.which(b) for b in PUSHGATEWAY_BINARIES if shutil.which(b)), None)
+    if binary is None:
+        pytest.fail("prometheus-pushgateway is not installed: "
+                    "apt-get install -y prometheus-pushgateway")
+    log = (tmp_path_factory.mktemp("pushgateway") / "pushgateway.log").open("w")
+    for _attempt in range(3):
+        port = free_port()
+        # An empty persistence file keeps metrics in memory; the Debian binary's default is
+        # /var/lib/prometheus/pushgateway.data, which would carry pushes across test sessions.
+        process = subprocess.Popen([binary, f"--web.listen-address=127.0.0.1:{port}",
+                                    "--persistence.file="],
+                                   stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        if _ready(url, process):
+            break
+        process.kill()
+        process.wait()
+    else:
+        log.close()
+        pytest.fail("pushgateway did not start; see its log in the pytest temp folder")
+    try:
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+def _ready(url: str, process: subprocess.Popen, timeout: float = 20) -> bool:
+    """Our process answers on ``url``. Checking that it is still alive matters: if the port was
+    taken meanwhile, the bind fails and another process would answer the readiness probe."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return False
+        try:
+            if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
+                time.sleep(0.2)
+                return process.poll() is None
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    return False
+
+
+def pushed_samples(url: str, name: str) -> list[tuple[dict[str, str], float]]:
+    """(labels, value) of every sample of metric ``name`` on the Pushgateway's /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{url}/metrics", timeout=5).text
+    return [(dict(s.labels), s.value) for family in text_string_to_metric_families(text)
+            for s in family.samples if s.name == name]
+
+
+def log_predictions(
+    directory: Path, entry, customers: pd.DataFrame, timestamp: datetime,
+    model_version: str | None = None,
+) -> pd.DataFrame:
+    """Score ``customers`` with the entry's model and write them with the service's
+    InferenceLogWriter, stamped ``timestamp``. Returns the rows with their probability."""
+    from service.inference_log import InferenceLogWriter, LogBlock
+    from training.contract import coerce_features
+
+    contract = entry.contract
+    features, _, bad = coerce_features(customers, contract)
+    assert not bad.any(), "test customers must keep the contract"
+    probability = entry.model.predict_proba(features)
+    cutoffs = entry.metadata.risk_cutoffs
+    risk = np.where(probability >= cutoffs.high, "HIGH",
+                    np.where(probability >= cutoffs.medium, "MEDIUM", "LOW"))
+    unseen = [tuple(c for c in contract.categorical
+                    if row[c] is not None and row[c] not in entry.metadata.categories[c])
+              for row in features[contract.categorical].to_dict("records")]
+    writer = InferenceLogWriter(directory, model_tag=entry.tag,
+                                model_version=model_version or entry.version,
+                                boolean_features=contract.boolean, seed=0)
+    ids = customers[contract.id].astype(str).tolist()
+    writer.log(LogBlock(
+        timestamp=timestamp.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        request_ids=[f"req-{i}" for i in range(len(ids))], customer_ids=ids,
+        features={c: features[c].to_numpy() for c in contract.features},
+        probability=probability, will_churn=probability >= entry.metadata.threshold,
+        risk_level=risk, unseen=unseen,
+    ))
+    writer.close()
+    return customers.assign(churn_probability=probability)
+
+
+def run_churn(args: list[str], monkeypatch: pytest.MonkeyPatch) -> int:
+    """Run ``churn <args>`` in this process (saves the seconds of importing Evidently and
+    BentoML again); returns the exit code. Output goes to capsys."""
+    import churn_cli
+
+    monkeypatch.chdir(REPO)
+    monkeypatch.setattr(sys, "argv", ["churn", *args])
+    try:
+        churn_cli.main()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+@pytest.fixture
+def churn(monkeypatch: pytest.MonkeyPatch) -> Callable[[list[str]], int]:
+    return lambda args: run_churn(args, monkeypatch)

@@ -1,0 +1,294 @@
+"""The Grafana dashboards against real data: a real `bentoml serve` of the trained champion,
+real Prometheus (the project's rules, 1 s intervals) and Pushgateway, real traffic (some of it
+bad) and the real monitoring jobs on drifted data. Every target of every panel must parse and
+return data, and the drift alert must fire. Static checks of the dashboard files come first."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+import yaml
+
+from monitoring.stack import RunningStack, free_port, start_stack
+
+REPO = Path(__file__).resolve().parents[2]
+DASHBOARDS = sorted((REPO / "grafana" / "dashboards").glob("*.json"))
+DATASOURCE = REPO / "grafana" / "provisioning" / "datasources" / "prometheus.yaml"
+SERVICE = "service.service:ChurnService"
+# Grafana's built-in variables, sized so the windows cover the whole test run.
+BUILTINS = {"__rate_interval": "5m", "__interval": "15s", "__range": "10m"}
+
+
+def load(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def panels(dashboard: dict) -> Iterator[dict]:
+    for panel in dashboard["panels"]:
+        if panel["type"] == "row":
+            yield from panel.get("panels", [])
+        else:
+            yield panel
+
+
+def substitute(expr: str, dashboard: dict) -> str:
+    """Replace template variables as Grafana would with "All" (or the constant) selected."""
+    values = dict(BUILTINS)
+    for variable in dashboard["templating"]["list"]:
+        if variable["type"] == "constant":
+            values[variable["name"]] = variable["query"]
+        else:
+            values[variable["name"]] = variable.get("allValue") or ".*"
+    for name in sorted(values, key=len, reverse=True):
+        expr = re.sub(r"\$\{" + name + r"\}|\$" + name + r"\b|\[\[" + name + r"\]\]",
+                      lambda _match, value=values[name]: value, expr)
+    assert "$" not in expr, f"unresolved variable in {expr}"
+    return expr
+
+
+# ------------------------------------------------------------------ static checks
+
+
+def test_dashboards_have_fixed_uids_and_use_the_provisioned_datasource() -> None:
+    assert [p.name for p in DASHBOARDS] == ["drift.json", "model.json", "service.json"]
+    (datasource,) = yaml.safe_load(DATASOURCE.read_text())["datasources"]
+    uids = [load(path)["uid"] for path in DASHBOARDS]
+    assert uids == ["churn-drift", "churn-model", "churn-service"]
+    for path in DASHBOARDS:
+        dashboard = load(path)
+        for panel in panels(dashboard):
+            where = f"{path.name}: {panel['title']}"
+            assert panel["datasource"]["uid"] == datasource["uid"], where
+            assert panel["targets"], where
+            for target in panel["targets"]:
+                assert target["datasource"]["uid"] == datasource["uid"], where
+                assert target["expr"].strip(), where
+            assert panel["gridPos"]["x"] + panel["gridPos"]["w"] <= 24, where
+        ids = [panel["id"] for panel in dashboard["panels"]]
+        assert len(ids) == len(set(ids)), f"{path.name}: duplicate panel ids"
+
+
+# ------------------------------------------------------------------ the real stack
+
+
+def customer_json(row: pd.Series, contract) -> dict:
+    """A request body for one generated customer, with JSON types the service accepts."""
+    body = {contract.id: str(row[contract.id])}
+    for name, spec in contract.features.items():
+        value = row[name]
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            body[name] = None
+        elif spec.type == "numeric":
+            body[name] = float(value)
+        elif spec.type == "boolean":
+            body[name] = bool(value)
+        else:
+            body[name] = str(value)
+    return body
+
+
+def churn(*args: str) -> subprocess.Popen:
+    """Start a `churn` command the way a CronJob would; ``finish`` waits for it."""
+    return subprocess.Popen([sys.executable, "-m", "churn_cli", *args], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=os.environ.copy())
+
+
+def finish(process: subprocess.Popen, expect: int = 0) -> None:
+    output, _ = process.communicate(timeout=180)
+    assert process.returncode == expect, f"{process.args[3:]}: exit {process.returncode}\n{output}"
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("dashboards")
+
+
+@pytest.fixture(scope="module")
+def service_url(trained_entry, workdir: Path) -> Iterator[str]:
+    """`bentoml serve` of the trained entry (pinned, so other tests' champions don't matter),
+    logging inferences to a folder of its own."""
+    config = workdir / "service.yaml"
+    config.write_text(yaml.safe_dump({
+        "model_tag": trained_entry.tag,
+        "inference_log": {"directory": str(workdir / "inference_log"), "flush_seconds": 0.2},
+    }))
+    port = free_port()
+    log_path = workdir / "service.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bentoml", "serve", SERVICE, "--host", "127.0.0.1",
+             "--port", str(port)],
+            cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT,
+            env={**os.environ, "CHURN_SERVICE_CONFIG": str(config)}, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert process.poll() is None, log_path.read_text()[-3000:]
+            assert time.monotonic() < deadline, "service not ready: " + log_path.read_text()[-3000:]
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def stack(service_url: str, workdir: Path) -> Iterator[RunningStack]:
+    target = service_url.removeprefix("http://")
+    with start_stack(workdir / "stack", service_target=target, prometheus_port=0,
+                     pushgateway_port=0, scrape_interval="1s",
+                     evaluation_interval="1s") as running:
+        yield running
+
+
+def query(stack: RunningStack, expr: str) -> list[dict]:
+    answer = httpx.get(f"{stack.prometheus_url}/api/v1/query", params={"query": expr},
+                       timeout=10).json()
+    assert answer["status"] == "success", f"{expr}: {answer.get('error')}"
+    return answer["data"]["result"]
+
+
+def wait_for(stack: RunningStack, exprs: list[str], timeout: float = 45) -> None:
+    deadline = time.monotonic() + timeout
+    missing = exprs
+    while missing and time.monotonic() < deadline:
+        missing = [expr for expr in missing if not query(stack, expr)]
+        time.sleep(0.5)
+    assert not missing, f"no data for {missing}"
+
+
+@pytest.fixture(scope="module")
+def monitored(trained_entry, contract, service_url: str, stack: RunningStack,
+              workdir: Path) -> RunningStack:
+    """Traffic through the service, then drift, performance and retrain-check runs."""
+    from service.inference_log import read_inference_log
+    from training.generate import GeneratorConfig, generate_customers
+
+    drifted = generate_customers(GeneratorConfig(rows=1500, seed=23, drifted=True))
+    drifted = drifted.drop_duplicates(contract.id)
+    served, current = drifted.iloc[:460], drifted.iloc[460:]
+    bodies = [customer_json(row, contract) for _, row in served.iterrows()]
+
+    # Rates need counters seen before and after: the first scrape must precede the traffic,
+    # and the traffic must span several scrapes.
+    wait_for(stack, ['up{job="churn-service"} == 1', 'up{job="pushgateway"} == 1'])
+    with httpx.Client(base_url=service_url, timeout=30) as client:
+        for start in range(0, 400, 100):
+            answer = client.post("/predict_batch", json={"customers": bodies[start:start + 100]})
+            assert answer.status_code == 200, answer.text
+            time.sleep(1.2)
+        # Concurrent single requests, what adaptive batching merges, in waves across scrapes.
+        for start in range(400, len(bodies), 20):
+            with ThreadPoolExecutor(8) as pool:
+                codes = list(pool.map(lambda body: client.post("/predict", json=body).status_code,
+                                      bodies[start:start + 20]))
+            assert codes == [200] * len(codes)
+            time.sleep(1.2)
+        bad = [
+            ("/predict", {**bodies[0], "tenure_days": -5.0}),           # below the minimum
+            ("/predict", {k: v for k, v in bodies[0].items() if k != "plan"}),  # missing
+            ("/predict", {**bodies[0], "plan": "platinum"}),             # outside a closed set
+            ("/predict_batch", {"customers": []}),                       # empty batch
+        ]
+        for path, body in bad:
+            answer = client.post(path, json=body)
+            assert 400 <= answer.status_code < 500, (path, answer.status_code, answer.text)
+
+    deadline = time.monotonic() + 30
+    while len(read_inference_log(workdir / "inference_log")) < len(bodies):
+        assert time.monotonic() < deadline, "the inference log did not receive every prediction"
+        time.sleep(0.3)
+
+    current_csv = workdir / "current.csv"
+    current.to_csv(current_csv, index=False)
+    labels_csv = workdir / "labels.csv"
+    labels = served[[contract.id, contract.target.column]].copy()
+    labels["observed_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    labels.to_csv(labels_csv, index=False)
+
+    common = ["--pushgateway", stack.pushgateway_url, "--report-dir", str(workdir / "reports")]
+    drift = churn("drift", "--model", trained_entry.tag, "--current", str(current_csv), *common)
+    performance = churn("performance", "--labels", str(labels_csv), "--inference-log",
+                        str(workdir / "inference_log"), *common)
+    finish(drift)
+    finish(performance)
+    finish(churn("retrain-check", "--model", trained_entry.tag, *common), expect=10)
+
+    wait_for(stack, ["churn_drift_share", "churn_measured_roc_auc", "churn_retrain_recommended",
+                     "churn_predictions_total", "churn_validation_failures_total",
+                     "churn:service_errors:ratio_rate5m",
+                     "churn:predict_latency_seconds:p99_rate5m"])
+    return stack
+
+
+def all_targets() -> list[tuple[str, str, str, str]]:
+    return [(path.name, panel["title"], target["refId"], target["expr"])
+            for path in DASHBOARDS for panel in panels(load(path)) for target in panel["targets"]]
+
+
+@pytest.mark.slow
+def test_every_panel_query_returns_data(monitored: RunningStack) -> None:
+    dashboards = {path.name: load(path) for path in DASHBOARDS}
+    empty = []
+    for name, title, ref, expr in all_targets():
+        result = query(monitored, substitute(expr, dashboards[name]))
+        # NaN (e.g. a quantile of no requests) draws nothing: as bad as no series.
+        if not [s for s in result if math.isfinite(float(s["value"][1]))]:
+            empty.append(f"{name} / {title} / {ref}: {expr} -> {result}")
+    assert not empty, "panels without data:\n" + "\n".join(empty)
+    # Template variables (label_values(metric, label)) offer at least one value.
+    for name, dashboard in dashboards.items():
+        for variable in dashboard["templating"]["list"]:
+            if variable["type"] != "query":
+                continue
+            metric, label = re.fullmatch(r"label_values\((\w+), *(\w+)\)",
+                                         variable["query"]["query"]).groups()
+            values = httpx.get(f"{monitored.prometheus_url}/api/v1/label/{label}/values",
+                               params={"match[]": metric}).json()["data"]
+            assert values, f"{name}: variable {variable['name']} has no values"
+
+
+@pytest.mark.slow
+def test_drift_alert_fires_and_rejected_inputs_are_not_errors(monitored: RunningStack,
+                                                              trained_entry) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        alerts = httpx.get(f"{monitored.prometheus_url}/api/v1/alerts").json()["data"]["alerts"]
+        firing = [a for a in alerts if a["labels"]["alertname"] == "ChurnDriftDetected"
+                  and a["state"] == "firing"]
+        if firing or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert [a["labels"]["model_version"] for a in firing] == [trained_entry.version], alerts
+    assert "current rows" in firing[0]["annotations"]["description"]
+    # The 4xx answers above must not count as service errors (not even pending).
+    assert not [a for a in alerts if a["labels"]["alertname"] == "ChurnServiceErrorRate"]
+    # Every rule evaluates cleanly against the real series (labels, types, no many-to-many).
+    groups = httpx.get(f"{monitored.prometheus_url}/api/v1/rules").json()["data"]["groups"]
+    broken = [(rule["name"], rule.get("lastError")) for group in groups
+              for rule in group["rules"] if rule["health"] != "ok"]
+    assert not broken

@@ -1,0 +1,126 @@
+"""Tiers 1 and 2: the service class called directly, and its ASGI app in-process."""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+import pytest
+from starlette.testclient import TestClient
+
+from tests.service.conftest import frame_of
+
+
+@pytest.fixture(scope="module")
+def service(service_module):
+    instance = service_module.ChurnService()
+    yield instance
+    instance.close_inference_log()
+
+
+@pytest.fixture(scope="module")
+def client(service_module):
+    with TestClient(service_module.ChurnService.to_asgi(), raise_server_exceptions=False) as c:
+        yield c
+
+
+# --- tier 1: the class ---------------------------------------------------------------------
+
+def test_predict_equals_the_stored_model(service, service_module, trained_entry, bodies):
+    from service.http_io import Row
+
+    rows = [Row(f"r{i}", service_module.Customer.model_validate(b))
+            for i, b in enumerate(bodies)]
+    answers = service.predict(rows)
+    expected = trained_entry.model.predict_proba(frame_of(bodies, trained_entry.contract))
+    np.testing.assert_allclose([a["churn_probability"] for a in answers], expected,
+                               rtol=0, atol=1e-12)
+    assert [a["customer_id"] for a in answers] == [b["customer_id"] for b in bodies]
+    assert {a["model_version"] for a in answers} == {trained_entry.version}
+    assert service.__is_ready__()
+
+
+def test_predict_batch_summarises(service, service_module, trained_entry, bodies):
+    from service.validation import BatchDecoder
+
+    columns = BatchDecoder(trained_entry.contract, service_module.CustomerBatch,
+                           10_000).decode(orjson.dumps({"customers": bodies}))
+    payload = orjson.loads(service.predict_batch(columns).body)
+    probabilities = [p["churn_probability"] for p in payload["predictions"]]
+    summary = payload["summary"]
+    assert summary["count"] == len(bodies)
+    assert summary["high_risk"] == sum(p["risk_level"] == "HIGH" for p in payload["predictions"])
+    assert summary["mean_probability"] == pytest.approx(np.mean(probabilities))
+
+
+# --- tier 2: the ASGI app -----------------------------------------------------------------
+
+def test_asgi_predict_returns_one_object_and_the_request_id(client, bodies, trained_entry):
+    response = client.post("/predict", json=bodies[0], headers={"X-Request-ID": "abc-123"})
+    assert response.status_code == 200, response.text
+    assert response.headers["x-request-id"] == "abc-123"
+    answer = response.json()
+    expected = trained_entry.model.predict_proba(frame_of(bodies[:1], trained_entry.contract))
+    assert answer["churn_probability"] == pytest.approx(float(expected[0]), abs=1e-12)
+    assert answer["risk_level"] in {"LOW", "MEDIUM", "HIGH"} and answer["recommendation"]
+    generated = client.post("/predict", json=bodies[1]).headers["x-request-id"]
+    assert len(generated) == 32
+
+
+def test_asgi_unseen_category_is_accepted_and_flagged(client, bodies):
+    body = {**bodies[0], "region": "antarctica"}
+    response = client.post("/predict", json=body)
+    assert response.status_code == 200
+    assert response.json()["unseen_categories"] == ["region"]
+
+
+@pytest.mark.parametrize("change, field, rule", [
+    ({"tenure_days": -1}, "tenure_days", "greater_than_equal"),
+    ({"plan": "platinum"}, "plan", "literal_error"),
+    ({"monthly_charge": "12"}, "monthly_charge", "float_type"),
+    ({"discount_applied": "yes"}, "discount_applied", "bool_type"),
+    ({"profiles": None}, "profiles", "float_type"),
+    ({"surprise": 1}, "surprise", "extra_forbidden"),
+])
+def test_asgi_bad_fields_are_400_naming_field_and_rule(client, bodies, change, field, rule):
+    for path, body, loc in [
+        ("/predict", {**bodies[0], **change}, [field]),
+        ("/predict_batch", {"customers": [bodies[0], {**bodies[1], **change}]},
+         ["customers", 1, field]),
+    ]:
+        response = client.post(path, json=body)
+        assert response.status_code == 400, (path, response.text)
+        detail = response.json()["detail"]
+        assert any(d["loc"] == loc and d["type"] == rule for d in detail), detail
+        assert "Traceback" not in response.text
+
+
+def test_asgi_missing_field_empty_list_over_max_malformed_oversized(client, bodies,
+                                                                    service_module):
+    missing = {k: v for k, v in bodies[0].items() if k != "tenure_days"}
+    assert client.post("/predict", json=missing).json()["detail"][0]["type"] == "missing"
+    assert client.post("/predict_batch", json={"customers": []}).status_code == 400
+    too_many = {"customers": [bodies[0]] * (service_module.config.max_batch_rows + 1)}
+    response = client.post("/predict_batch", json=too_many)
+    assert response.status_code == 400 and response.json()["detail"][0]["type"] == "too_long"
+    for raw in (b"{", b"null", b"[1, 2]", b"\xff\xfe"):
+        assert client.post("/predict", content=raw).status_code == 400
+        assert client.post("/predict_batch", content=raw).status_code == 400
+    huge = b" " * (service_module.config.max_body_bytes + 1)
+    response = client.post("/predict_batch", content=huge)
+    assert response.status_code == 413 and response.json()["detail"][0]["loc"] == ["body"]
+
+
+def test_asgi_docs_show_the_contract_fields(client, trained_entry):
+    spec = client.get("/docs.json").json()
+    schema = spec["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"][
+        "schema"]
+    contract = trained_entry.contract
+    assert set(schema["properties"]) == {contract.id, *contract.features}
+    assert schema["properties"]["tenure_days"]["minimum"] == contract.features["tenure_days"].min
+    assert schema["properties"]["plan"]["enum"] == contract.features["plan"].values
+    assert schema["properties"]["satisfaction_score"]["nullable"] is True
+    assert set(schema["example"]) == set(schema["properties"])
+    answer = spec["paths"]["/predict"]["post"]["responses"]["200"]["content"][
+        "application/json"]["schema"]
+    assert "churn_probability" in answer["properties"]
+    assert client.get("/readyz").status_code == 200 and client.get("/livez").status_code == 200

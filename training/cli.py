@@ -1,0 +1,162 @@
+"""`churn generate | validate | train | models | promote`: thin wiring around training stages."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import typer
+
+DEFAULT_CONTRACT = Path("configs/streaming_churn.contract.yaml")
+DEFAULT_TRAIN_CONFIG = Path("configs/train.yaml")
+
+DATA_HELP = (
+    "CSV or Parquet path, or a SQLAlchemy URL with a table or query after '#', "
+    "e.g. sqlite:///.churn/data/customers.db#customers"
+)
+
+
+def _home() -> Path:
+    return Path(os.environ.get("CHURN_HOME", ".churn"))
+
+
+def _progress_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
+                        datefmt="%H:%M:%S", stream=sys.stderr)
+    for noisy in ("alembic", "mlflow", "bentoml", "urllib3", "git"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def generate(
+    output: str = typer.Option(".churn/data/customers.csv", help="Where to write: .csv, "
+                               ".parquet, or a SQLAlchemy URL '#table' (table is replaced)."),
+    rows: int = typer.Option(10_000, min=10, help="Number of customers."),
+    seed: int = typer.Option(42, help="Random seed (same seed, same data)."),
+    churn_rate: float = typer.Option(0.15, help="Target share of churners."),
+    drifted: bool = typer.Option(False, "--drifted", help="Generate the shifted population "
+                                 "(lower engagement, price rise, a new region) for drift demos."),
+    keep_churn_rate: bool = typer.Option(
+        True, "--keep-churn-rate/--covariate-shift-only",
+        help="With --drifted: re-fit the churn rate to --churn-rate (default, also a concept "
+        "drift) or keep the undrifted relation between features and churn (pure covariate shift)."),
+) -> None:
+    """Write the embedded synthetic streaming-service customer table."""
+    from training.generate import GeneratorConfig, generate_customers
+    from training.ingest import write_table
+
+    frame = generate_customers(GeneratorConfig(rows=rows, seed=seed, churn_rate=churn_rate,
+                                               drifted=drifted, keep_churn_rate=keep_churn_rate))
+    write_table(frame, output)
+    typer.echo(f"wrote {len(frame)} customers ({frame['churned'].mean():.1%} churn) to {output}")
+
+
+def validate(
+    data: str = typer.Option(..., help=DATA_HELP),
+    contract: Path = typer.Option(DEFAULT_CONTRACT, help="Data contract YAML."),
+) -> None:
+    """Check a table against its data contract; every broken rule is listed, exit 2 if any."""
+    from training.contract import ContractViolation, DataContract, validate_training_data
+    from training.ingest import read_table
+
+    spec = DataContract.from_yaml(contract)
+    frame = read_table(data)
+    try:
+        result = validate_training_data(frame, spec)
+    except ContractViolation as exc:
+        for problem in exc.problems:
+            typer.echo(f"  - {problem}", err=True)
+        raise
+    typer.echo(
+        f"ok: {len(frame)} rows keep contract {spec.name!r} "
+        f"({result.target.mean():.1%} positive, {len(spec.features)} features)"
+    )
+    if result.ignored_columns:
+        typer.echo(f"ignored (not in the contract): {', '.join(result.ignored_columns)}")
+
+
+def train(
+    data: str = typer.Option(..., help=DATA_HELP),
+    contract: Path = typer.Option(DEFAULT_CONTRACT, help="Data contract YAML."),
+    config: Path = typer.Option(DEFAULT_TRAIN_CONFIG, help="Training config YAML (defaults "
+                                "apply when the file does not exist)."),
+    summary: Path | None = typer.Option(None, help="Write a JSON summary here (roc_auc, pr_auc, "
+                                        "precision, recall, threshold, model_tag, promoted...)."),
+    budget: float | None = typer.Option(None, help="Override search_budget_seconds: tuning "
+                                        "time after the first round of candidates."),
+) -> None:
+    """Validate, train, evaluate on the held-out split, track in MLflow, save to the BentoML
+    store and promote if the model beats the champion. Exit 2 on any failure (nothing saved)."""
+    from training.config import TrainConfig
+    from training.contract import DataContract
+    from training.run import train_and_register
+
+    _progress_logging()
+    spec = DataContract.from_yaml(contract)
+    settings = TrainConfig.from_yaml(config if config.exists() else None)
+    if budget is not None:
+        settings = settings.model_copy(update={"search_budget_seconds": budget})
+    home = _home()
+    home.mkdir(parents=True, exist_ok=True)
+    result = train_and_register(data, spec, settings, home.resolve())
+    if summary:
+        summary.parent.mkdir(parents=True, exist_ok=True)
+        summary.write_text(result.model_dump_json(indent=2))
+    typer.echo(
+        f"{result.model_tag}: {result.stage} ({result.decision})\n"
+        f"  {result.algorithm}+{result.imbalance}  roc_auc {result.roc_auc:.4f}  "
+        f"pr_auc {result.pr_auc:.4f}  precision {result.precision:.3f}  "
+        f"recall {result.recall:.3f}  brier {result.brier:.4f}  threshold {result.threshold:.3f}"
+    )
+
+
+def models(
+    dataset: str | None = typer.Option(None, help="Only this dataset (contract name)."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """List models in the store: tag, stage, algorithm, test metrics, decision."""
+    from training.store import list_entries
+
+    entries = list_entries(dataset)
+    rows = [{"tag": e.tag, "stage": e.stage, "algorithm": e.metadata.algorithm,
+             "roc_auc": round(e.metadata.metrics.roc_auc, 4),
+             "pr_auc": round(e.metadata.metrics.pr_auc, 4),
+             "threshold": round(e.metadata.threshold, 4), "trained_at": e.metadata.trained_at,
+             "decision": e.metadata.decision} for e in entries]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        typer.echo("no churn models in the store yet: run `churn train`")
+        return
+    for r in rows:
+        typer.echo(f"{r['tag']:<40} {r['stage']:<10} {r['algorithm']:<13} "
+                   f"roc_auc {r['roc_auc']:.4f}  pr_auc {r['pr_auc']:.4f}  {r['trained_at']}")
+
+
+def promote_cmd(
+    tag: str = typer.Argument(..., help="Model tag name:version to make champion."),
+) -> None:
+    """Make a model the champion by hand (e.g. after a contract change the gate cannot judge)."""
+    from training.store import load_entry, promote
+
+    entry = load_entry(tag)
+    promote(entry.tag, "promoted by hand with `churn promote`")
+    if entry.metadata.mlflow_model_version and entry.metadata.mlflow_tracking_uri:
+        import mlflow
+
+        from training import tracking
+
+        mlflow.set_tracking_uri(entry.metadata.mlflow_tracking_uri)
+        tracking.set_champion(entry.metadata.dataset, entry.metadata.mlflow_model_version)
+    typer.echo(f"{entry.tag} is now the champion of {entry.metadata.dataset}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("generate")(generate)
+    app.command("validate")(validate)
+    app.command("train")(train)
+    app.command("models")(models)
+    app.command("promote")(promote_cmd)

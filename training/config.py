@@ -1,0 +1,52 @@
+"""Training configuration: one YAML file (``configs/train.yaml``) parsed into pydantic."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+Algorithm = Literal["logistic", "random_forest", "xgboost"]
+Imbalance = Literal["none", "class_weight", "smote"]
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    test_size: float = Field(0.2, gt=0.05, lt=0.5, description="share of rows held out for test")
+    cv_folds: int = Field(4, ge=2, le=10, description="folds for search and out-of-fold scores")
+    seed: int = 42
+    selection_metric: Literal["roc_auc", "pr_auc"] = "roc_auc"
+    algorithms: list[Algorithm] = ["logistic", "random_forest", "xgboost"]
+    imbalance: list[Imbalance] = ["none", "class_weight", "smote"]
+    search_budget_seconds: float = Field(
+        60.0, ge=0, description="wall-clock budget for tuning after every candidate ran once"
+    )
+    max_trials: int = Field(40, ge=0, description="cap on tuning trials after the first round")
+    finalists: int = Field(2, ge=1, description="best candidates of the first round to tune")
+    promotion_margin: float = Field(
+        0.002, ge=0, description="a challenger must beat the champion by this much"
+    )
+    reference_rows: int = Field(5000, ge=100, description="training rows kept for drift checks")
+    high_risk_share: float = Field(0.10, gt=0, lt=1, description="share of customers rated HIGH")
+    leakage_auc: float = Field(
+        0.97, gt=0.5, le=1, description="a single feature this predictive is reported as leakage"
+    )
+    mlflow_tracking_uri: str | None = Field(
+        None, description="default: sqlite:///$CHURN_HOME/mlflow.db"
+    )
+    mlflow_experiment: str = "churn-serve"
+
+    @classmethod
+    def from_yaml(cls, path: Path | None) -> TrainConfig:
+        if path is None:
+            return cls()
+        try:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+            return cls.model_validate(raw)
+        except FileNotFoundError as exc:
+            raise ValueError(f"training config not found: {path}") from exc
+        except (yaml.YAMLError, ValidationError) as exc:
+            raise ValueError(f"training config {path} is invalid: {exc}") from exc

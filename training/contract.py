@@ -1,0 +1,458 @@
+"""The data contract: what a churn dataset must look like, and the checks that enforce it.
+
+A contract is a small YAML file (see ``configs/streaming_churn.contract.yaml``). Training,
+batch scoring and the service all validate through this module, so they cannot disagree.
+This module imports only pandas, numpy, pydantic and yaml: it is packed into the Bento.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+TRUE_SPELLINGS = frozenset({"1", "1.0", "true", "t", "yes", "y", "on"})
+FALSE_SPELLINGS = frozenset({"0", "0.0", "false", "f", "no", "n", "off"})
+# Text that means "no value" (as written by spreadsheets, pandas and databases).
+NULL_SPELLINGS = frozenset({"", "nan", "na", "n/a", "null", "none", "<na>", "nat"})
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FeatureSpec(_Strict):
+    type: Literal["numeric", "categorical", "boolean"]
+    min: float | None = None
+    max: float | None = None
+    nullable: bool = False
+    # A listed set of values is closed: anything else breaks the contract.
+    # Without it the set is open and unseen values are tolerated (and flagged when served).
+    values: list[str] | None = None
+    # Declared business knowledge, enforced on tree models: more of an "increasing" feature
+    # never lowers the predicted risk, all else equal.
+    monotone: Literal["increasing", "decreasing"] | None = None
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FeatureSpec:
+        if self.type != "numeric" and (self.min is not None or self.max is not None):
+            raise ValueError("min/max only apply to numeric features")
+        if self.type != "categorical" and self.values is not None:
+            raise ValueError("values only apply to categorical features")
+        if self.type == "categorical" and self.monotone is not None:
+            raise ValueError("monotone does not apply to categorical features")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}")
+        return self
+
+
+class TargetSpec(_Strict):
+    column: str
+    positive: str | int | bool = 1
+
+
+class Costs(_Strict):
+    """Economics of a retention offer, used to pick the decision threshold."""
+
+    saved_customer_value: float = Field(600.0, gt=0, description="value kept when a churner stays")
+    offer_cost: float = Field(10.0, ge=0, description="cost of one retention offer")
+    offer_success_rate: float = Field(
+        1.0, gt=0, le=1, description="share of targeted churners the offer actually keeps"
+    )
+
+
+class QualityFloor(_Strict):
+    roc_auc: float = Field(0.5, ge=0, le=1)
+    pr_auc: float = Field(0.0, ge=0, le=1)
+
+
+class DataContract(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]*$")
+    target: TargetSpec
+    id: str
+    event_time: str | None = None
+    drop: list[str] = []
+    features: dict[str, FeatureSpec]
+    # Extra numeric features as pandas expressions over declared features, e.g.
+    # ``charge_per_profile: monthly_charge / profiles``. Computed inside the served pipeline.
+    derived: dict[str, str] = {}
+    costs: Costs = Costs()
+    quality_floor: QualityFloor = QualityFloor()
+    min_rows: int = Field(200, ge=10)
+    min_positives: int = Field(20, ge=2)
+
+    @model_validator(mode="after")
+    def _no_forbidden_features(self) -> DataContract:
+        if not self.features:
+            raise ValueError("a contract declares at least one feature")
+        forbidden = {self.target.column, self.id, *self.drop}
+        if self.event_time:
+            forbidden.add(self.event_time)
+        clash = sorted(forbidden & set(self.features))
+        if clash:
+            raise ValueError(f"target, id, event_time and drop columns cannot be features: {clash}")
+        for name, expression in self.derived.items():
+            if name in self.features:
+                raise ValueError(f"derived feature {name!r} shadows a declared feature")
+            used = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", expression))
+            banned = sorted(used & forbidden)
+            if banned:
+                raise ValueError(f"derived feature {name!r} uses non-feature columns {banned}")
+            monotone = sorted(c for c in used & set(self.features) if self.features[c].monotone)
+            if monotone:
+                # A derived column would let the model undo the declared monotone effect.
+                raise ValueError(
+                    f"derived feature {name!r} uses monotone features {monotone}; "
+                    "the monotone guarantee would not hold"
+                )
+        return self
+
+    @classmethod
+    def from_yaml(cls, path: Path) -> DataContract:
+        """Read a contract file; raises ContractError with a readable message."""
+        try:
+            raw = yaml.safe_load(Path(path).read_text())
+        except FileNotFoundError as exc:
+            raise ContractError(f"contract file not found: {path}") from exc
+        except yaml.YAMLError as exc:
+            raise ContractError(f"contract {path} is not valid YAML: {exc}") from exc
+        return cls.from_dict(raw, source=str(path))
+
+    @classmethod
+    def from_dict(cls, raw: object, source: str = "contract") -> DataContract:
+        if not isinstance(raw, dict):
+            raise ContractError(f"{source}: expected a mapping at the top level")
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            details = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}"
+                for e in exc.errors()
+            )
+            raise ContractError(f"{source} is not a valid contract: {details}") from exc
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json", exclude_defaults=False), sort_keys=False)
+
+    @property
+    def numeric(self) -> list[str]:
+        return [c for c, f in self.features.items() if f.type == "numeric"]
+
+    @property
+    def categorical(self) -> list[str]:
+        return [c for c, f in self.features.items() if f.type == "categorical"]
+
+    @property
+    def boolean(self) -> list[str]:
+        return [c for c, f in self.features.items() if f.type == "boolean"]
+
+
+class ContractError(ValueError):
+    """The contract file itself is unreadable or inconsistent."""
+
+
+@dataclass(frozen=True)
+class RuleBreak:
+    """One broken rule: which column, which rule, how many rows (and which)."""
+
+    column: str
+    rule: str
+    rows: int
+    examples: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        sample = f" (e.g. {', '.join(self.examples)})" if self.examples else ""
+        noun = "row" if self.rows == 1 else "rows"
+        return f'column "{self.column}": {self.rows} {noun} {self.rule}{sample}'
+
+
+class ContractViolation(ValueError):
+    """Data breaks its contract. ``problems`` lists every broken rule, not just the first."""
+
+    def __init__(self, problems: Iterable[RuleBreak], total_rows: int | None = None) -> None:
+        self.problems = list(problems)
+        self.total_rows = total_rows
+        of = f" (of {total_rows} rows)" if total_rows is not None else ""
+        super().__init__(
+            f"{len(self.problems)} contract rule(s) broken{of}: "
+            + "; ".join(str(p) for p in self.problems)
+        )
+
+
+@dataclass(frozen=True)
+class ValidatedData:
+    """Training data that passed its contract: typed features, 0/1 target, ids, times."""
+
+    features: pd.DataFrame
+    target: pd.Series
+    ids: pd.Series
+    event_time: pd.Series | None
+    ignored_columns: list[str]
+
+
+def _examples(values: pd.Series, limit: int = 3) -> tuple[str, ...]:
+    return tuple(repr(v) if isinstance(v, str) else str(v) for v in pd.unique(values)[:limit])
+
+
+def _blank_to_missing(raw: pd.Series) -> pd.Series:
+    text = raw.astype("string").str.strip()
+    return text.mask(text.str.lower().isin(NULL_SPELLINGS).fillna(True))
+
+
+def parse_numeric(raw: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    """Numbers, or numbers stored as text. Blank text is missing. Returns (values, not_numeric)."""
+    if pd.api.types.is_bool_dtype(raw):
+        return raw.astype(float), np.zeros(len(raw), dtype=bool)
+    if pd.api.types.is_numeric_dtype(raw):
+        return raw.astype(float), np.zeros(len(raw), dtype=bool)
+    text = _blank_to_missing(raw)
+    values = pd.to_numeric(text, errors="coerce")
+    not_numeric = (values.isna() & text.notna()).to_numpy()
+    return values.astype(float), not_numeric
+
+
+def parse_boolean(raw: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    """0/1, true/false, yes/no (any case). Returns (float 0/1 with NaN, not_boolean mask)."""
+    if pd.api.types.is_bool_dtype(raw):
+        return raw.astype(float), np.zeros(len(raw), dtype=bool)
+    text = _blank_to_missing(raw).str.lower()
+    values = pd.Series(np.nan, index=raw.index, dtype=float)
+    values[text.isin(TRUE_SPELLINGS).fillna(False).to_numpy()] = 1.0
+    values[text.isin(FALSE_SPELLINGS).fillna(False).to_numpy()] = 0.0
+    not_boolean = (values.isna() & text.notna()).to_numpy()
+    return values, not_boolean
+
+
+def parse_categorical(raw: pd.Series) -> pd.Series:
+    """Strings, stripped; blanks are missing. Numbers become their text ("1", not "1.0")."""
+    if pd.api.types.is_float_dtype(raw):
+        whole = raw.dropna()
+        if len(whole) and (whole == whole.round()).all():
+            raw = raw.astype("Int64")
+    text = _blank_to_missing(raw)
+    return text.astype(object).where(text.notna(), None)
+
+
+def coerce_features(
+    frame: pd.DataFrame, contract: DataContract
+) -> tuple[pd.DataFrame, list[RuleBreak], np.ndarray]:
+    """Type every declared feature per the contract and check each value against its rules.
+
+    Returns the typed features (float for numeric and boolean, object for categorical),
+    the rule breaks, and a per-row boolean mask of rows that break any rule.
+    Columns that are missing entirely are reported, not raised.
+    """
+    n = len(frame)
+    problems: list[RuleBreak] = []
+    bad_rows = np.zeros(n, dtype=bool)
+    typed: dict[str, pd.Series] = {}
+
+    def record(column: str, rule: str, mask: np.ndarray, values: pd.Series) -> None:
+        count = int(mask.sum())
+        if count:
+            nonlocal bad_rows
+            bad_rows |= mask
+            problems.append(RuleBreak(column, rule, count, _examples(values[mask])))
+
+    for column, spec in contract.features.items():
+        if column not in frame.columns:
+            problems.append(RuleBreak(column, "missing: declared feature not in the data", n))
+            bad_rows[:] = True
+            continue
+        raw = frame[column]
+        wrong = np.zeros(n, dtype=bool)
+        if spec.type == "numeric":
+            values, wrong = parse_numeric(raw)
+            record(column, "not numeric", wrong, raw)
+            if spec.min is not None:
+                record(column, f"below min {spec.min:g}", (values < spec.min).to_numpy(), raw)
+            if spec.max is not None:
+                record(column, f"above max {spec.max:g}", (values > spec.max).to_numpy(), raw)
+        elif spec.type == "boolean":
+            values, wrong = parse_boolean(raw)
+            record(column, "not a boolean (expected 0/1, true/false, yes/no)", wrong, raw)
+        else:
+            values = parse_categorical(raw)
+            if spec.values is not None:
+                outside = (~values.isin(spec.values) & values.notna()).to_numpy()
+                record(column, f"outside the allowed values {spec.values}", outside, values)
+        if not spec.nullable:
+            # Unparseable values were reported above; here only genuinely empty cells count.
+            missing = values.isna().to_numpy() & ~wrong
+            record(column, "null but the contract says not nullable", missing, raw)
+        typed[column] = values
+    features = pd.DataFrame(typed, index=frame.index)
+    return features, problems, bad_rows
+
+
+def validate_training_data(frame: pd.DataFrame, contract: DataContract) -> ValidatedData:
+    """Check a whole training table against its contract before any training happens.
+
+    Raises ContractViolation listing every problem together (missing columns, types, ranges,
+    category sets, nulls, target, row count, duplicate ids, event times).
+    """
+    n = len(frame)
+    problems: list[RuleBreak] = []
+    required = [contract.target.column, contract.id] + (
+        [contract.event_time] if contract.event_time else []
+    )
+    for column in required:
+        if column not in frame.columns:
+            role = (
+                "target"
+                if column == contract.target.column
+                else "id"
+                if column == contract.id
+                else "event_time"
+            )
+            problems.append(RuleBreak(column, f"missing: the contract's {role} column", n))
+
+    features, feature_problems, _ = coerce_features(frame, contract)
+    problems += feature_problems
+
+    target = pd.Series(dtype=float)
+    if contract.target.column in frame.columns:
+        target, target_problems = _parse_target(frame[contract.target.column], contract)
+        problems += target_problems
+
+    ids = frame[contract.id] if contract.id in frame.columns else pd.Series(dtype=object)
+    if contract.id in frame.columns:
+        dup = ids.duplicated(keep=False).to_numpy() & ids.notna().to_numpy()
+        if dup.any():
+            problems.append(
+                RuleBreak(contract.id, "duplicate id", int(dup.sum()), _examples(ids[dup]))
+            )
+        if ids.isna().any():
+            problems.append(RuleBreak(contract.id, "missing id", int(ids.isna().sum())))
+
+    event_time = None
+    if contract.event_time and contract.event_time in frame.columns:
+        raw_time = frame[contract.event_time]
+        event_time = pd.to_datetime(raw_time, errors="coerce", utc=True,
+                                    format="mixed")
+        bad = event_time.isna().to_numpy()
+        if bad.any():
+            problems.append(
+                RuleBreak(contract.event_time, "not a date/time", int(bad.sum()),
+                          _examples(raw_time[bad]))
+            )
+
+    if n < contract.min_rows:
+        problems.append(
+            RuleBreak("<table>", f"present, fewer than min_rows {contract.min_rows}", n)
+        )
+
+    if problems:
+        raise ContractViolation(problems, total_rows=n)
+
+    declared = set(contract.features) | set(required) | set(contract.drop)
+    ignored = [c for c in frame.columns if c not in declared]
+    return ValidatedData(
+        features=features,
+        target=target.astype(int),
+        ids=ids.astype(str),
+        event_time=event_time,
+        ignored_columns=ignored,
+    )
+
+
+def _parse_target(raw: pd.Series, contract: DataContract) -> tuple[pd.Series, list[RuleBreak]]:
+    column = contract.target.column
+    problems: list[RuleBreak] = []
+    missing = raw.isna() | (raw.astype("string").str.strip() == "")
+    if missing.any():
+        problems.append(RuleBreak(column, "missing target", int(missing.sum())))
+    positive = str(contract.target.positive).strip().lower()
+    text = raw.astype("string").str.strip().str.lower()
+    if pd.api.types.is_numeric_dtype(raw) or pd.api.types.is_bool_dtype(raw):
+        text = raw.astype(float).map(lambda v: f"{v:g}").astype("string")
+        text = text.replace({"1": "1", "0": "0"})
+        positive = {"true": "1", "false": "0"}.get(positive, positive)
+    target = (text == positive).fillna(False).astype(int)
+    classes = text[~missing].nunique()
+    if classes > 2:
+        problems.append(RuleBreak(column, f"has {classes} distinct values; a target has two",
+                                  int((~missing).sum()), _examples(raw[~missing], 4)))
+    positives = int(target[~missing].sum())
+    negatives = int((~missing).sum()) - positives
+    if positives == 0 or negatives == 0:
+        problems.append(
+            RuleBreak(column, f"single class: {positives} positive ({contract.target.positive!r}) "
+                      f"and {negatives} negative", int((~missing).sum()))
+        )
+    elif positives < contract.min_positives:
+        problems.append(
+            RuleBreak(column, f"too few positives: fewer than min_positives "
+                      f"{contract.min_positives}", positives)
+        )
+    return target, problems
+
+
+def split_valid_rows(
+    frame: pd.DataFrame, contract: DataContract
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series]:
+    """For scoring: typed features of rows that keep the contract, and the rejects.
+
+    Returns (features of valid rows, rejected raw rows with a ``reject_reason`` column, and the
+    ids of the valid rows). A missing feature column rejects every row.
+    """
+    features, problems, bad = coerce_features(frame, contract)
+    if contract.id in frame.columns:
+        ids = frame[contract.id]
+        missing_id = ids.isna().to_numpy()
+        if missing_id.any():
+            problems.append(RuleBreak(contract.id, "missing id", int(missing_id.sum())))
+            bad = bad | missing_id
+    else:
+        ids = pd.Series(frame.index.astype(str), index=frame.index)
+    reasons = row_reasons(frame, features, contract, bad)
+    rejects = frame.loc[bad].copy()
+    rejects["reject_reason"] = reasons
+    return features.loc[~bad], rejects, ids[~bad].astype(str)
+
+
+def row_reasons(
+    frame: pd.DataFrame, features: pd.DataFrame, contract: DataContract, bad: np.ndarray
+) -> list[str]:
+    """One readable reason per bad row, naming every broken column and rule."""
+    parts: list[list[str]] = [[] for _ in range(int(bad.sum()))]
+    positions = np.flatnonzero(bad)
+    for column, spec in contract.features.items():
+        if column not in frame.columns:
+            for p in parts:
+                p.append(f"{column}: missing column")
+            continue
+        raw = frame[column].iloc[positions]
+        values = features[column].iloc[positions]
+        msgs = np.full(len(positions), "", dtype=object)
+        if spec.type == "numeric":
+            _, wrong = parse_numeric(raw)
+            msgs[wrong] = f"{column}: not numeric"
+            if spec.min is not None:
+                msgs[(values < spec.min).to_numpy()] = f"{column}: below min {spec.min:g}"
+            if spec.max is not None:
+                msgs[(values > spec.max).to_numpy()] = f"{column}: above max {spec.max:g}"
+        elif spec.type == "boolean":
+            _, wrong = parse_boolean(raw)
+            msgs[wrong] = f"{column}: not a boolean"
+        elif spec.values is not None:
+            outside = (~values.isin(spec.values) & values.notna()).to_numpy()
+            msgs[outside] = f"{column}: outside the allowed values"
+        if not spec.nullable:
+            msgs[(values.isna() & (msgs == "")).to_numpy()] = f"{column}: null, not nullable"
+        for i, msg in enumerate(msgs):
+            if msg:
+                parts[i].append(msg)
+    if contract.id in frame.columns:
+        missing_id = frame[contract.id].iloc[positions].isna().to_numpy()
+        for i in np.flatnonzero(missing_id):
+            parts[i].append(f"{contract.id}: missing id")
+    return ["; ".join(p) for p in parts]

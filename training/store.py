@@ -1,0 +1,205 @@
+"""The BentoML model store entry: the only contract between training, serving and monitoring.
+
+An entry is a BentoML model named after the data contract (``streaming_churn:<version>``) with
+labels ``dataset``, ``stage`` (challenger, champion, rejected, retired) and ``algorithm``, and
+metadata holding everything a consumer needs (``EntryMetadata``). Its folder holds:
+
+- ``model.joblib``: the ``ChurnModel`` (feature pipeline + classifier + calibration)
+- ``contract.yaml``: the data contract it was trained under
+- ``reference.parquet``: a sample of training rows (contract features, the out-of-fold churn
+  probability and the target) for drift detection and label-free performance estimation
+
+Imports only bentoml, pandas, pydantic and joblib: packed into the Bento.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+import joblib
+import pandas as pd
+from pydantic import BaseModel, Field
+
+from training.contract import DataContract
+from training.model import ChurnModel
+
+Stage = Literal["challenger", "champion", "rejected", "retired"]
+MODEL_FILE = "model.joblib"
+CONTRACT_FILE = "contract.yaml"
+REFERENCE_FILE = "reference.parquet"
+PROBABILITY_COLUMN = "churn_probability"
+
+
+class StoreError(LookupError):
+    """No such model, or no champion yet."""
+
+
+class HoldoutMetrics(BaseModel):
+    """Scores on the untouched test split (the threshold was chosen without it)."""
+
+    roc_auc: float
+    pr_auc: float
+    precision: float
+    recall: float
+    f1: float
+    brier: float
+    expected_value: float = Field(description="total value of acting at the threshold")
+    expected_value_per_customer: float
+    calibration_error: float = Field(description="expected calibration error, 10 bins")
+    positive_rate: float
+    flagged_rate: float = Field(description="share of customers flagged at the threshold")
+
+
+class RiskCutoffs(BaseModel):
+    """LOW below ``medium``, MEDIUM from ``medium`` (the business threshold), HIGH from ``high``."""
+
+    medium: float
+    high: float
+
+
+class EntryMetadata(BaseModel):
+    dataset: str
+    algorithm: str
+    imbalance: str
+    params: dict[str, float | int | str | bool | None]
+    selection_metric: str
+    cv_score: float
+    metrics: HoldoutMetrics
+    threshold: float
+    risk_cutoffs: RiskCutoffs
+    features: list[str]
+    categories: dict[str, list[str]] = Field(description="category vocabulary seen in training")
+    trained_at: str
+    data_fingerprint: str
+    train_rows: int
+    test_rows: int
+    split: str
+    library_versions: dict[str, str]
+    mlflow_run_id: str | None = None
+    mlflow_model_version: str | None = None
+    mlflow_tracking_uri: str | None = None
+    decision: str = ""
+
+
+class ModelEntry:
+    """A model store entry, loaded. The model and reference sample load on first use."""
+
+    def __init__(self, bento_model: object) -> None:
+        self._model = bento_model
+        self.tag: str = str(bento_model.tag)
+        self.version: str = bento_model.tag.version
+        self.labels: dict[str, str] = dict(bento_model.info.labels)
+        self.metadata = EntryMetadata.model_validate(bento_model.info.metadata)
+        self.path = Path(bento_model.path)
+        self.created_at: datetime = bento_model.info.creation_time
+
+    @property
+    def stage(self) -> str:
+        return self.labels.get("stage", "")
+
+    @cached_property
+    def contract(self) -> DataContract:
+        return DataContract.from_yaml(self.path / CONTRACT_FILE)
+
+    @cached_property
+    def model(self) -> ChurnModel:
+        return joblib.load(self.path / MODEL_FILE)
+
+    @cached_property
+    def reference(self) -> pd.DataFrame:
+        return pd.read_parquet(self.path / REFERENCE_FILE)
+
+
+def save_entry(
+    model: ChurnModel,
+    contract: DataContract,
+    metadata: EntryMetadata,
+    reference: pd.DataFrame,
+    stage: Stage,
+) -> ModelEntry:
+    """Write a new entry. BentoML commits it only when the block exits without error."""
+    import bentoml
+
+    labels = {"dataset": contract.name, "stage": stage, "algorithm": metadata.algorithm}
+    with bentoml.models.create(
+        contract.name,
+        labels=labels,
+        metadata=metadata.model_dump(mode="json"),
+    ) as bento_model:
+        out = Path(bento_model.path)
+        joblib.dump(model, out / MODEL_FILE)
+        (out / CONTRACT_FILE).write_text(contract.to_yaml())
+        reference.to_parquet(out / REFERENCE_FILE, index=False)
+    return load_entry(str(bento_model.tag))
+
+
+def load_entry(tag: str) -> ModelEntry:
+    """Load ``name:version``; ``name:champion`` resolves the current champion."""
+    import bentoml
+
+    name, _, version = tag.partition(":")
+    if version == "champion":
+        return champion(name)
+    try:
+        return ModelEntry(bentoml.models.get(tag))
+    except bentoml.exceptions.NotFound as exc:
+        raise StoreError(f"model {tag!r} is not in the model store at {store_home()}") from exc
+
+
+def list_entries(name: str | None = None) -> list[ModelEntry]:
+    """Entries of one dataset (or all), newest first. Foreign models in the store are skipped."""
+    import bentoml
+
+    entries = []
+    try:
+        found = bentoml.models.list(name)
+    except bentoml.exceptions.NotFound:
+        return []
+    for bento_model in found:
+        if "stage" in bento_model.info.labels and "dataset" in bento_model.info.labels:
+            entries.append(ModelEntry(bento_model))
+    return sorted(entries, key=lambda e: e.created_at, reverse=True)
+
+
+def champion(name: str) -> ModelEntry:
+    """The current champion of a dataset: the newest entry labelled stage=champion."""
+    for entry in list_entries(name):
+        if entry.stage == "champion":
+            return entry
+    raise StoreError(
+        f"no champion for {name!r} in the model store at {store_home()}: run `churn train` first"
+    )
+
+
+def set_stage(tag: str, stage: Stage, decision: str | None = None) -> None:
+    """Relabel an entry in place (BentoML keeps labels in the entry's model.yaml)."""
+    import bentoml
+
+    bento_model = bentoml.models.get(tag)
+    bento_model.info.labels["stage"] = stage
+    if decision is not None:
+        bento_model.info.metadata["decision"] = decision
+    bento_model.flush()
+
+
+def promote(tag: str, decision: str) -> None:
+    """Make ``tag`` the champion. The new champion is marked before the old one is retired,
+    so a crash in between leaves two champions (the newest wins), never none."""
+    entry = load_entry(tag)
+    previous = [e for e in list_entries(entry.metadata.dataset)
+                if e.stage == "champion" and e.tag != tag]
+    set_stage(tag, "champion", decision)
+    for old in previous:
+        set_stage(old.tag, "retired", f"replaced by {tag}")
+
+
+def store_home() -> str:
+    return os.environ.get("BENTOML_HOME", str(Path.home() / "bentoml"))
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
