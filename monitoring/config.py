@@ -10,8 +10,9 @@ import re
 from datetime import timedelta
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from training.yaml_model import load_yaml_model
 
 DEFAULT_CONFIG = Path("configs/monitoring.yaml")
 _WINDOW = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
@@ -104,20 +105,4 @@ class MonitoringConfig(_Section):
         """
         if path is None:
             return cls()
-        try:
-            raw = yaml.safe_load(Path(path).read_text()) or {}
-        except FileNotFoundError as exc:
-            raise MonitoringConfigError(f"monitoring config not found: {path}") from exc
-        except yaml.YAMLError as exc:
-            raise MonitoringConfigError(
-                f"monitoring config {path} is not valid YAML: {exc}") from exc
-        if not isinstance(raw, dict):
-            raise MonitoringConfigError(f"monitoring config {path}: expected a mapping")
-        try:
-            return cls.model_validate(raw)
-        except ValidationError as exc:
-            details = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}"
-                for e in exc.errors()
-            )
-            raise MonitoringConfigError(f"monitoring config {path}: {details}") from exc
+        return load_yaml_model(cls, path, "monitoring config", MonitoringConfigError)

@@ -30,28 +30,27 @@ PsiBand = Literal["stable", "watch", "drift"]
 MISSING = "<missing>"
 
 
-class FeatureDrift(BaseModel):
-    feature: str
-    kind: Literal["numeric", "categorical", "boolean"]
+class DriftVerdict(BaseModel):
+    """One distribution compared: Evidently's test (method, threshold, score) and PSI."""
+
     method: str
     threshold: float | None
     score: float | None
     detected: bool
     psi: float
     psi_band: PsiBand
+
+
+class FeatureDrift(DriftVerdict):
+    feature: str
+    kind: Literal["numeric", "categorical", "boolean"]
     missing_share: float
     reference_missing_share: float
     unseen_share: float = 0.0
     unseen_values: list[str] = []
 
 
-class PredictionDrift(BaseModel):
-    method: str
-    threshold: float | None
-    score: float | None
-    detected: bool
-    psi: float
-    psi_band: PsiBand
+class PredictionDrift(DriftVerdict):
     reference_mean: float
     current_mean: float
 

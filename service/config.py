@@ -8,8 +8,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
+
+from training.yaml_model import load_yaml_model
 
 CONFIG_ENV = "CHURN_SERVICE_CONFIG"
 DEFAULT_CONFIG = Path("configs/service.yaml")
@@ -75,15 +76,7 @@ class ServiceConfig(_Section):
     @classmethod
     def from_yaml(cls, path: Path | None) -> ServiceConfig:
         """Read the config; ``None`` gives the defaults. Raises ValueError naming the problem."""
-        if path is None:
-            return cls()
-        try:
-            raw = yaml.safe_load(Path(path).read_text()) or {}
-            return cls.model_validate(raw)
-        except FileNotFoundError as exc:
-            raise ValueError(f"service config not found: {path}") from exc
-        except (yaml.YAMLError, ValidationError) as exc:
-            raise ValueError(f"service config {path} is invalid: {exc}") from exc
+        return cls() if path is None else load_yaml_model(cls, path, "service config")
 
     @classmethod
     def locate(cls) -> ServiceConfig:

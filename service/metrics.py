@@ -26,6 +26,13 @@ class ServiceMetrics:
     log_records: object
     log_dropped: object
 
+    def start_at_zero(self, version: str, risk_levels: list[str]) -> None:
+        """Create the served version's series at 0: Prometheus' rate() and increase() cannot
+        see the increment that creates a series, so the first predictions would be lost."""
+        for level in risk_levels:
+            self.predictions.labels(risk_level=level, model_version=version)
+        self.probability.labels(model_version=version)
+
     def observe(self, version: str, probability: np.ndarray, risk_level: np.ndarray,
                 unseen: list[tuple[str, ...]]) -> None:
         """Count one scored batch (vectorised: one call per level, not per row)."""

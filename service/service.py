@@ -33,7 +33,7 @@ from service.schema import (
     customer_model,
     example_customer,
 )
-from service.scoring import Scorer
+from service.scoring import RISK_LEVELS, Scorer
 from training.store import champion, load_entry
 
 logger = logging.getLogger("churn.service")
@@ -67,6 +67,7 @@ class ChurnService:
         self.metrics.model_info.labels(model_version=entry.version, model_tag=entry.tag,
                                        trained_at=meta.trained_at).set(1)
         self.metrics.model_roc_auc.labels(model_version=entry.version).set(meta.metrics.roc_auc)
+        self.metrics.start_at_zero(entry.version, RISK_LEVELS.tolist())
         self.inference_log = None
         if config.inference_log.enabled:
             settings = config.inference_log

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
+
+from training.yaml_model import load_yaml_model
 
 Algorithm = Literal["logistic", "random_forest", "xgboost"]
 Imbalance = Literal["none", "class_weight", "smote"]
@@ -41,12 +42,4 @@ class TrainConfig(BaseModel):
 
     @classmethod
     def from_yaml(cls, path: Path | None) -> TrainConfig:
-        if path is None:
-            return cls()
-        try:
-            raw = yaml.safe_load(Path(path).read_text()) or {}
-            return cls.model_validate(raw)
-        except FileNotFoundError as exc:
-            raise ValueError(f"training config not found: {path}") from exc
-        except (yaml.YAMLError, ValidationError) as exc:
-            raise ValueError(f"training config {path} is invalid: {exc}") from exc
+        return cls() if path is None else load_yaml_model(cls, path, "training config")

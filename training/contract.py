@@ -16,7 +16,9 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from training.yaml_model import load_yaml_model, validate_mapping
 
 TRUE_SPELLINGS = frozenset({"1", "1.0", "true", "t", "yes", "y", "on"})
 FALSE_SPELLINGS = frozenset({"0", "0.0", "false", "f", "no", "n", "off"})
@@ -118,26 +120,11 @@ class DataContract(_Strict):
     @classmethod
     def from_yaml(cls, path: Path) -> DataContract:
         """Read a contract file; raises ContractError with a readable message."""
-        try:
-            raw = yaml.safe_load(Path(path).read_text())
-        except FileNotFoundError as exc:
-            raise ContractError(f"contract file not found: {path}") from exc
-        except yaml.YAMLError as exc:
-            raise ContractError(f"contract {path} is not valid YAML: {exc}") from exc
-        return cls.from_dict(raw, source=str(path))
+        return load_yaml_model(cls, path, "contract", ContractError)
 
     @classmethod
     def from_dict(cls, raw: object, source: str = "contract") -> DataContract:
-        if not isinstance(raw, dict):
-            raise ContractError(f"{source}: expected a mapping at the top level")
-        try:
-            return cls.model_validate(raw)
-        except ValidationError as exc:
-            details = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}"
-                for e in exc.errors()
-            )
-            raise ContractError(f"{source} is not a valid contract: {details}") from exc
+        return validate_mapping(cls, raw, source, ContractError)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json", exclude_defaults=False), sort_keys=False)

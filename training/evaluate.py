@@ -56,7 +56,8 @@ def risk_cutoffs(probability: np.ndarray, threshold: float, high_share: float) -
     or halfway from the threshold to 1 when the threshold is already above that quantile."""
     quantile = float(np.quantile(probability, 1 - high_share))
     high = quantile if quantile > threshold else threshold + (1 - threshold) / 2
-    return RiskCutoffs(medium=round(threshold, 6), high=round(high, 6))
+    # Not rounded: MEDIUM must start exactly where will_churn does.
+    return RiskCutoffs(medium=threshold, high=high)
 
 
 def calibration_error(target: np.ndarray, probability: np.ndarray, bins: int = 10) -> float:

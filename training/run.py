@@ -13,7 +13,6 @@ from pathlib import Path
 import joblib
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel
 
 from training.config import TrainConfig
 from training.contract import DataContract, ValidatedData, validate_training_data
@@ -40,8 +39,8 @@ SERVING_PACKAGES = ["scikit-learn", "xgboost-cpu", "pandas", "numpy", "joblib", 
                     "pyyaml"]
 
 
-class TrainingSummary(BaseModel):
-    """What `churn train --summary` writes."""
+class TrainingSummary(HoldoutMetrics):
+    """What `churn train --summary` writes: the holdout metrics, flat, and what became of them."""
 
     model_tag: str
     promoted: bool
@@ -50,14 +49,6 @@ class TrainingSummary(BaseModel):
     algorithm: str
     imbalance: str
     threshold: float
-    roc_auc: float
-    pr_auc: float
-    precision: float
-    recall: float
-    f1: float
-    brier: float
-    expected_value: float
-    calibration_error: float
     cv_score: float
     champion_score: float | None
     split: str
@@ -229,9 +220,7 @@ def train_and_register(
     return TrainingSummary(
         model_tag=entry.tag, promoted=gate.promote, stage=stage, decision=gate.reason,
         algorithm=fitted.candidate.algorithm, imbalance=fitted.candidate.imbalance,
-        threshold=fitted.threshold, roc_auc=metrics.roc_auc, pr_auc=metrics.pr_auc,
-        precision=metrics.precision, recall=metrics.recall, f1=metrics.f1, brier=metrics.brier,
-        expected_value=metrics.expected_value, calibration_error=metrics.calibration_error,
+        threshold=fitted.threshold, **metrics.model_dump(),
         cv_score=fitted.candidate.cv_score, champion_score=gate.champion_score,
         split=split.kind, train_rows=len(X_train), test_rows=len(X_test),
         ignored_columns=data.ignored_columns, leakage_suspects=suspects,

@@ -4,7 +4,6 @@ service's own writer (so the jobs read exactly what the service writes)."""
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -17,14 +16,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from monitoring.stack import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 PUSHGATEWAY_BINARIES = ("prometheus-pushgateway", "pushgateway")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

@@ -18,16 +18,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
-import pandas as pd
 import pytest
 import yaml
 
-from monitoring.stack import RunningStack, free_port, start_stack
+from monitoring.stack import RunningStack, start_stack
+from tests.servers import SERVICE, customer_bodies, start_server
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARDS = sorted((REPO / "grafana" / "dashboards").glob("*.json"))
 DATASOURCE = REPO / "grafana" / "provisioning" / "datasources" / "prometheus.yaml"
-SERVICE = "service.service:ChurnService"
 # Grafana's built-in variables, sized so the windows cover the whole test run.
 BUILTINS = {"__rate_interval": "5m", "__interval": "15s", "__range": "10m"}
 
@@ -84,22 +83,6 @@ def test_dashboards_have_fixed_uids_and_use_the_provisioned_datasource() -> None
 # ------------------------------------------------------------------ the real stack
 
 
-def customer_json(row: pd.Series, contract) -> dict:
-    """A request body for one generated customer, with JSON types the service accepts."""
-    body = {contract.id: str(row[contract.id])}
-    for name, spec in contract.features.items():
-        value = row[name]
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            body[name] = None
-        elif spec.type == "numeric":
-            body[name] = float(value)
-        elif spec.type == "boolean":
-            body[name] = bool(value)
-        else:
-            body[name] = str(value)
-    return body
-
-
 def churn(*args: str) -> subprocess.Popen:
     """Start a `churn` command the way a CronJob would; ``finish`` waits for it."""
     return subprocess.Popen([sys.executable, "-m", "churn_cli", *args], cwd=REPO,
@@ -120,40 +103,13 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def service_url(trained_entry, workdir: Path) -> Iterator[str]:
     """`bentoml serve` of the trained entry (pinned, so other tests' champions don't matter),
-    logging inferences to a folder of its own."""
-    config = workdir / "service.yaml"
-    config.write_text(yaml.safe_dump({
-        "model_tag": trained_entry.tag,
-        "inference_log": {"directory": str(workdir / "inference_log"), "flush_seconds": 0.2},
-    }))
-    port = free_port()
-    log_path = workdir / "service.log"
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "bentoml", "serve", SERVICE, "--host", "127.0.0.1",
-             "--port", str(port)],
-            cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT,
-            env={**os.environ, "CHURN_SERVICE_CONFIG": str(config)}, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    logging inferences to ``workdir/inference_log``."""
+    server = start_server(SERVICE, workdir, extra={"model_tag": trained_entry.tag},
+                          flush_seconds=0.2, timeout=180)
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert process.poll() is None, log_path.read_text()[-3000:]
-            assert time.monotonic() < deadline, "service not ready: " + log_path.read_text()[-3000:]
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        yield url
+        yield server.url
     finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+        server.stop(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -191,7 +147,7 @@ def monitored(trained_entry, contract, service_url: str, stack: RunningStack,
     drifted = generate_customers(GeneratorConfig(rows=1500, seed=23, drifted=True))
     drifted = drifted.drop_duplicates(contract.id)
     served, current = drifted.iloc[:460], drifted.iloc[460:]
-    bodies = [customer_json(row, contract) for _, row in served.iterrows()]
+    bodies = customer_bodies(served, contract)
 
     # Rates need counters seen before and after: the first scrape must precede the traffic,
     # and the traffic must span several scrapes.

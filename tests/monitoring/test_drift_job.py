@@ -12,7 +12,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.monitoring.conftest import REPO, free_port, log_predictions, pushed_samples
+from monitoring.stack import free_port
+from tests.monitoring.conftest import REPO, log_predictions, pushed_samples
 from training.generate import GeneratorConfig, generate_customers
 
 DRIFT_GAUGES = [

@@ -67,3 +67,14 @@ def test_every_alert_is_unit_tested_firing_and_not_firing() -> None:
                  if variant.items() <= alert["exp_labels"].items()
                  and alert["exp_labels"]["severity"] == rule["labels"]["severity"]]
         assert shown, f"{rule['alert']} {variant} never fires in rules.test.yml"
+
+
+def test_alert_thresholds_match_the_monitoring_config() -> None:
+    """rules.yml repeats two numbers of configs/monitoring.yaml (Prometheus cannot read it):
+    a change to one without the other would make alerts and the retrain check disagree."""
+    from monitoring.config import MonitoringConfig
+
+    settings = MonitoringConfig.from_yaml(PROMETHEUS_DIR.parents[1] / "configs" / "monitoring.yaml")
+    expressions = {rule["alert"]: rule["expr"] for rule in alert_rules()}
+    assert f"> {settings.drift.psi_drift}" in expressions["ChurnFeaturePSIHigh"]
+    assert f"- {settings.retrain.performance_margin})" in expressions["ChurnPerformanceDrop"]

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from tests.service.conftest import BENTOML, REPO, frame_of, start_server
+from tests.servers import BENTOML, REPO, frame_of, start_server
 
 pytestmark = pytest.mark.slow
 NOT_IN_IMAGE = ("mlflow", "imbalanced-learn", "optuna", "evidently")
@@ -31,6 +32,13 @@ def test_build_then_serve_the_bento(trained_entry, bodies, tmp_path):
 
     server = start_server(tag, tmp_path, workers=1)
     try:
+        # Series exist at 0 before the first prediction, so rate() counts it.
+        text = httpx.get(f"{server.url}/metrics", timeout=10).text
+        counts = {s.labels["risk_level"]: s.value
+                  for family in text_string_to_metric_families(text) for s in family.samples
+                  if s.name == "churn_predictions_total"
+                  and s.labels["model_version"] == trained_entry.version}
+        assert counts == {"LOW": 0, "MEDIUM": 0, "HIGH": 0}
         response = httpx.post(f"{server.url}/predict", json=bodies[0], timeout=30)
         assert response.status_code == 200, response.text
         expected = trained_entry.model.predict_proba(frame_of(bodies[:1], trained_entry.contract))

@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from churn_cli import app
-from tests.service.conftest import request_bodies
+from tests.servers import request_bodies
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])

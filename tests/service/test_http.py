@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from service.inference_log import read_inference_log
-from tests.service.conftest import frame_of
+from tests.servers import frame_of
 
 pytestmark = pytest.mark.slow
 
@@ -89,8 +89,8 @@ def test_metrics_add_up_across_two_workers(server, bodies):
     assert "bentoml_service_request_total" in " ".join(after)
 
 
-# schemathesis 3.39 cannot generate here: its hypothesis-jsonschema 0.23 breaks on the installed
-# hypothesis 6.170 ('many' object has no attribute 'more'). The same idea, directly: hypothesis
+# Not schemathesis: 3.39 cannot generate here, its hypothesis-jsonschema 0.23 breaks on the
+# installed hypothesis 6.170 ("many" has no attribute "more"). The same idea, directly: hypothesis
 # strategies built from the served OpenAPI document, mixing valid and invalid values.
 JUNK = st.sampled_from([None, "", "12", "x" * 200, True, -1, 1e308, -1e308, [1], {"a": 1}])
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from service.scoring import MatrixBuilder, Scorer, score_chunks
-from tests.service.conftest import frame_of, request_bodies
+from tests.servers import frame_of, request_bodies
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +52,9 @@ def test_decision_rules_come_from_the_entry(trained_entry, scorer):
                         np.where(p >= meta.risk_cutoffs.medium, "MEDIUM", "LOW"))
     assert (scores.risk_level == expected).all()
     assert set(scores.risk_level) >= {"LOW", "HIGH"}
+    # Flagged to churn exactly when not LOW: no sliver between the threshold and MEDIUM.
+    assert ((scores.risk_level != "LOW") == scores.will_churn).all()
+    assert meta.risk_cutoffs.medium == meta.threshold
 
 
 def test_unseen_categories_are_flagged_per_feature(trained_entry, scorer):

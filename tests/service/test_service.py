@@ -7,7 +7,7 @@ import orjson
 import pytest
 from starlette.testclient import TestClient
 
-from tests.service.conftest import frame_of
+from tests.servers import frame_of
 
 
 @pytest.fixture(scope="module")

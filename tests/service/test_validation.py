@@ -143,7 +143,7 @@ def test_schema_carries_contract_bounds_sets_and_nullability(contract, models):
 def test_compact_and_pretty_bodies_give_the_same_columns(contract, trained_entry):
     import json
 
-    from tests.service.conftest import request_bodies
+    from tests.servers import request_bodies
 
     customer = customer_model(contract, example_customer(contract, None))
     decoder = BatchDecoder(contract, batch_request_model(customer, 100), 100)
