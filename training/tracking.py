@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +20,10 @@ CHAMPION_ALIAS = "champion"
 class ChurnPyfunc(mlflow.pyfunc.PythonModel):
     """Lets ``mlflow.pyfunc.load_model("models:/<name>@champion")`` score raw contract rows."""
 
+    # MLflow validates inputs by type hints of list[...] rows; ours is a DataFrame of raw
+    # contract columns, validated by the contract. Without this MLflow warns on every import.
+    _skip_type_hint_validation = True
+
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         import joblib
 
@@ -31,6 +37,8 @@ class ChurnPyfunc(mlflow.pyfunc.PythonModel):
 def tracked_run(tracking_uri: str, experiment: str, artifact_root: Path,
                 run_name: str) -> Iterator[mlflow.ActiveRun]:
     """An MLflow run that ends FAILED when the block raises (and nothing is registered)."""
+    # Its artifact progress bars would interleave with our progress lines.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     mlflow.set_tracking_uri(tracking_uri)
     if mlflow.get_experiment_by_name(experiment) is None:
         artifact_root.mkdir(parents=True, exist_ok=True)
@@ -42,14 +50,31 @@ def tracked_run(tracking_uri: str, experiment: str, artifact_root: Path,
 
 def log_model(model_file: Path, registered_name: str, requirements: list[str]) -> str:
     """Log the joblib'ed ChurnModel as a pyfunc and register it; returns the version."""
-    info = mlflow.pyfunc.log_model(
-        name="model",
-        python_model=ChurnPyfunc(),
-        artifacts={"churn_model": str(model_file)},
-        pip_requirements=requirements,
-        registered_model_name=registered_name,
-    )
+    # MLflow's advice (type hints, models-from-code, pip version) is noise in our progress
+    # output: the pyfunc only wraps a file we wrote, and the requirements are pinned above.
+    with warnings.catch_warnings(), _quiet("mlflow.pyfunc", "mlflow.utils.environment"):
+        warnings.simplefilter("ignore", UserWarning)
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=ChurnPyfunc(),
+            artifacts={"churn_model": str(model_file)},
+            pip_requirements=requirements,
+            registered_model_name=registered_name,
+        )
     return str(info.registered_model_version)
+
+
+@contextlib.contextmanager
+def _quiet(*loggers: str) -> Iterator[None]:
+    """Only errors from these loggers while the block runs."""
+    previous = [(logging.getLogger(name), logging.getLogger(name).level) for name in loggers]
+    for logger, _ in previous:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in previous:
+            logger.setLevel(level)
 
 
 def delete_version(registered_name: str, version: str) -> None:
