@@ -3,10 +3,13 @@
 A pure ASGI middleware (no BaseHTTPMiddleware: that one costs a task per request). The
 ``X-Request-ID`` header is accepted or generated, returned, kept in a context variable for log
 lines and in ``scope["state"]`` for the request parsers, which tag each row with it.
+
+Also BentoML's request timeout, fixed (``use_cancelling_timeout``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 import sys
@@ -17,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from bentoml._internal.server.http import traffic
 
 REQUEST_ID_HEADER = b"x-request-id"
 MAX_REQUEST_ID_LENGTH = 128
@@ -144,3 +148,45 @@ def configure_json_logging(level: int = logging.INFO) -> None:
     bentoml_errors = logging.getLogger("bentoml._internal.server.http_app")
     if not any(isinstance(f, _ValidationTracebacks) for f in bentoml_errors.filters):
         bentoml_errors.addFilter(_ValidationTracebacks())
+
+
+class CancellingTimeoutMiddleware(traffic.TimeoutMiddleware):
+    """BentoML's request timeout (504 after ``traffic.timeout`` seconds), with its timer cancelled
+    once the response starts.
+
+    BentoML 1.4.39 never cancels the per-request ``call_later`` timer, and each timer keeps the
+    request's context (its tracing span and more, ~20 objects) alive for the whole timeout: at
+    2,000 requests/s and 60 s that is ~2 million live objects per worker, and each full GC pass
+    over them stopped the worker for 50-150 ms, the p99 of ``/predict``.
+    """
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+        timer = loop.call_later(self.timeout, self._set_timer_out, waiter)
+
+        async def send_started(message: dict) -> None:
+            if not waiter.done():
+                waiter.set_result(None)
+            await send(message)
+
+        answer = asyncio.ensure_future(self.app(scope, receive, send_started))
+        try:
+            await waiter
+        except TimeoutError:
+            if answer.cancel():
+                await _send_json(send, 504, {
+                    "error": f"Not able to process the request in {self.timeout} seconds"})
+            return
+        finally:
+            timer.cancel()
+        await answer
+
+
+def use_cancelling_timeout() -> None:
+    """Make BentoML build its apps with ``CancellingTimeoutMiddleware`` (it looks the class up
+    in its ``traffic`` module when it builds the middleware stack of a worker)."""
+    traffic.TimeoutMiddleware = CancellingTimeoutMiddleware

@@ -25,7 +25,11 @@ from service.http_io import (
 )
 from service.inference_log import InferenceLogWriter, LogBlock, utc_timestamp
 from service.metrics import service_metrics
-from service.middleware import RequestContextMiddleware, configure_json_logging
+from service.middleware import (
+    RequestContextMiddleware,
+    configure_json_logging,
+    use_cancelling_timeout,
+)
 from service.schema import (
     BatchPrediction,
     Prediction,
@@ -155,6 +159,7 @@ class ChurnService:
             self.inference_log.close()
 
 
+use_cancelling_timeout()
 ChurnService.add_asgi_middleware(
     RequestContextMiddleware, max_body_bytes=config.max_body_bytes,
     access_log=config.access_log, on_rejected=lambda endpoint, reason: _count_invalid(

@@ -1,0 +1,52 @@
+"""The request timeout: 504 after the timeout, and no timer left behind by a finished request."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+
+from service.middleware import CancellingTimeoutMiddleware
+
+SCOPE = {"type": "http", "method": "POST", "path": "/predict", "headers": []}
+
+
+def _app(delay: float):
+    async def app(scope, receive, send) -> None:
+        await asyncio.sleep(delay)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+    return app
+
+
+async def _call(delay: float, timeout: float) -> tuple[list[dict], int]:
+    sent: list[dict] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b""}
+
+    await CancellingTimeoutMiddleware(_app(delay), timeout=timeout)(SCOPE, receive, send)
+    pending = [h for h in asyncio.get_running_loop()._scheduled if not h.cancelled()]
+    return sent, len(pending)
+
+
+def test_a_finished_request_leaves_no_timer_behind():
+    sent, pending = asyncio.run(_call(delay=0, timeout=60))
+    assert sent[0]["status"] == 200
+    assert pending == 0  # BentoML's own kept one per request, with its context, for 60 s
+
+
+def test_a_slow_request_answers_504_as_bentoml_does():
+    sent, _ = asyncio.run(_call(delay=5, timeout=0.05))
+    assert sent[0]["status"] == 504
+    assert orjson.loads(sent[1]["body"]) == {
+        "error": "Not able to process the request in 0.05 seconds"}
+
+
+def test_the_service_installs_it(service_module):
+    from bentoml._internal.server.http import traffic
+
+    assert traffic.TimeoutMiddleware is CancellingTimeoutMiddleware
