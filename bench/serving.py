@@ -243,11 +243,17 @@ def ratios(predict: dict) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=10.0, help="measured time per level")
-    parser.add_argument("--score-rows", type=int, default=1_000_000)
-    parser.add_argument("--chunk-rows", type=int, default=100_000)
-    parser.add_argument("--sweep", action="store_true", help="also compare batching settings")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["predict", "batch", "score"])
+    parser.add_argument("--seconds", type=float, default=10.0,
+                        help="measured time per concurrency level (default 10)")
+    parser.add_argument("--score-rows", type=int, default=1_000_000,
+                        help="rows of the generated table `churn score` scores (default 1M)")
+    parser.add_argument("--chunk-rows", type=int, default=100_000,
+                        help="`churn score --chunk-rows` (default 100,000)")
+    parser.add_argument("--sweep", action="store_true",
+                        help="also compare batching settings (max_latency_ms, max_batch_size, "
+                        "workers) at 32 clients")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["predict", "batch", "score"],
+                        help="parts to leave out: /predict levels, /predict_batch, churn score")
     args = parser.parse_args()
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
     results: dict = {"machine": {"cpus": os.cpu_count(), "load_avg_at_start": os.getloadavg()}}
