@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 import httpx
-import numpy as np
 import orjson
 import yaml
 
@@ -75,26 +74,13 @@ class Server:
 
 def customer_bodies(n: int) -> list[dict]:
     """Request bodies of generated customers (the demo contract's fields, JSON types)."""
+    from service.schema import customer_body
     from training.generate import GeneratorConfig, generate_customers
     from training.store import champion
 
     contract = champion("streaming_churn").contract
     frame = generate_customers(GeneratorConfig(rows=n, seed=123))
-    bodies = []
-    for record in frame.to_dict("records"):
-        body = {contract.id: str(record[contract.id])}
-        for name, spec in contract.features.items():
-            value = record[name]
-            if value is None or (isinstance(value, float) and np.isnan(value)):
-                body[name] = None
-            elif spec.type == "boolean":
-                body[name] = bool(value)
-            elif spec.type == "numeric":
-                body[name] = float(value)
-            else:
-                body[name] = str(value)
-        bodies.append(body)
-    return bodies
+    return [customer_body(contract, row) for row in frame.to_dict("records")]
 
 
 def service_server(name: str, tmp: Path, overrides: dict) -> Server:

@@ -63,19 +63,26 @@ def example_customer(contract: DataContract, reference_row: dict[str, Any] | Non
     """A valid request body for the docs: a reference (training) row when there is one."""
     example: dict[str, Any] = {contract.id: "C-000123"}
     for name, spec in contract.features.items():
-        value = (reference_row or {}).get(name)
-        if isinstance(value, float) and math.isnan(value):
-            value = None
-        if value is None and not spec.nullable:
-            value = _placeholder(spec)
-        if spec.type == "boolean" and value is not None:
-            value = bool(value)
-        elif spec.type == "numeric" and value is not None:
-            value = float(value)
-        elif spec.type == "categorical" and value is not None:
-            value = str(value)
-        example[name] = value
+        value = json_value(spec, (reference_row or {}).get(name))
+        example[name] = _placeholder(spec) if value is None and not spec.nullable else value
     return example
+
+
+def customer_body(contract: DataContract, row: dict[str, Any]) -> dict:
+    """The request body of one table row (its id and the contract's features)."""
+    return {contract.id: str(row[contract.id]),
+            **{name: json_value(spec, row[name]) for name, spec in contract.features.items()}}
+
+
+def json_value(spec: FeatureSpec, value: Any) -> Any:
+    """A table value as the JSON type the schema takes: null for missing, bool, number, str."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if spec.type == "boolean":
+        return bool(value)
+    if spec.type == "numeric":
+        return float(value)
+    return str(value)
 
 
 def _placeholder(spec: FeatureSpec) -> Any:

@@ -3,7 +3,6 @@ subprocess on a free port, stopped by process group."""
 
 from __future__ import annotations
 
-import math
 import os
 import signal
 import subprocess
@@ -16,6 +15,7 @@ import pandas as pd
 import yaml
 
 from monitoring.stack import free_port
+from service.schema import customer_body
 
 REPO = Path(__file__).resolve().parents[1]
 BENTOML = str(Path(sys.executable).with_name("bentoml"))
@@ -24,22 +24,7 @@ SERVICE = "service.service:ChurnService"
 
 def customer_bodies(rows: pd.DataFrame, contract) -> list[dict]:
     """One /predict body per row (id and contract features), with the JSON types it accepts."""
-    bodies = []
-    for row in rows.to_dict("records"):
-        body = {contract.id: str(row[contract.id])}
-        for name, spec in contract.features.items():
-            value = row[name]
-            if value is None or (isinstance(value, float) and math.isnan(value)):
-                value = None
-            elif spec.type == "boolean":
-                value = bool(value)
-            elif spec.type == "numeric":
-                value = float(value)
-            else:
-                value = str(value)
-            body[name] = value
-        bodies.append(body)
-    return bodies
+    return [customer_body(contract, row) for row in rows.to_dict("records")]
 
 
 def request_bodies(entry, n: int, prefix: str = "C") -> list[dict]:

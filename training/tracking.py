@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -50,10 +49,9 @@ def tracked_run(tracking_uri: str, experiment: str, artifact_root: Path,
 
 def log_model(model_file: Path, registered_name: str, requirements: list[str]) -> str:
     """Log the joblib'ed ChurnModel as a pyfunc and register it; returns the version."""
-    # MLflow's advice (type hints, models-from-code, pip version) is noise in our progress
-    # output: the pyfunc only wraps a file we wrote, and the requirements are pinned above.
-    with warnings.catch_warnings(), _quiet("mlflow.pyfunc", "mlflow.utils.environment"):
-        warnings.simplefilter("ignore", UserWarning)
+    # MLflow's advice (models-from-code, pip version) is noise in our progress output: the
+    # pyfunc only wraps a file we wrote, and the requirements are pinned by the caller.
+    with _quiet("mlflow.pyfunc", "mlflow.utils.environment"):
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=ChurnPyfunc(),
