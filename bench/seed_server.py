@@ -11,8 +11,8 @@ import os
 import pandas as pd
 from fastapi import FastAPI
 
+from kernel.store import load_entry
 from service.schema import customer_model, example_customer
-from training.store import load_entry
 
 entry = load_entry(os.environ.get("CHURN_BENCH_MODEL", "streaming_churn:champion"))
 contract = entry.contract

@@ -74,9 +74,9 @@ class Server:
 
 def customer_bodies(n: int) -> list[dict]:
     """Request bodies of generated customers (the demo contract's fields, JSON types)."""
+    from kernel.store import champion
     from service.schema import customer_body
     from training.generate import GeneratorConfig, generate_customers
-    from training.store import champion
 
     contract = champion("streaming_churn").contract
     frame = generate_customers(GeneratorConfig(rows=n, seed=123))
@@ -145,9 +145,9 @@ def bench_predict(tmp: Path, bodies: list[dict], seconds: float, sweep: bool) ->
 
 
 def bench_batch(tmp: Path, bodies: list[dict], seconds: float) -> dict:
+    from kernel.store import champion
     from service.schema import batch_request_model, customer_model, example_customer
     from service.validation import BatchDecoder
-    from training.store import champion
 
     rows = (bodies * (10_000 // len(bodies) + 1))[:10_000]
     body = orjson.dumps({"customers": rows})

@@ -82,12 +82,12 @@ def drift(
     performance without labels, write the reports and push churn_drift_* gauges.
     Exit 0 after a run (drift or not, or insufficient data); 2 on errors (also when the
     Pushgateway stays unreachable: the reports are written first)."""
+    from kernel.store import PROBABILITY_COLUMN, load_entry
     from monitoring.config import parse_window
     from monitoring.drift import DriftJobResult, detect_drift, prepare_current
     from monitoring.estimate import check_calibration, estimate_performance
     from monitoring.push import DRIFT_JOB, drift_registry, push_metrics
     from monitoring.reports import prune_reports, write_report
-    from training.store import PROBABILITY_COLUMN, load_entry
 
     _logging()
     settings = _settings(config, pushgateway)
@@ -100,7 +100,7 @@ def drift(
     contract = entry.contract
 
     if current:
-        from training.ingest import read_table
+        from kernel.ingest import read_table
 
         raw = read_table(current)
         source = str(current)
@@ -205,6 +205,8 @@ def performance(
     reports and push churn_measured_* gauges. Exit 0 after a run, 2 on errors."""
     from datetime import timedelta
 
+    from kernel.ingest import read_table
+    from kernel.store import StoreError, load_entry
     from monitoring.config import parse_window
     from monitoring.performance import (
         PerformanceJobResult,
@@ -215,8 +217,6 @@ def performance(
     from monitoring.push import PERFORMANCE_JOB, performance_registry, push_metrics
     from monitoring.reports import prune_reports, write_report
     from service.inference_log import read_inference_log
-    from training.ingest import read_table
-    from training.store import StoreError, load_entry
 
     _logging()
     settings = _settings(config, pushgateway)
@@ -298,12 +298,12 @@ def retrain_check(
     churn_retrain_*); 2: error. A CronJob runs `churn train` on exit code 10."""
     from datetime import timedelta
 
+    from kernel.store import load_entry
     from monitoring.drift import DriftJobResult
     from monitoring.performance import PerformanceJobResult
     from monitoring.push import RETRAIN_JOB, push_metrics, retrain_registry
     from monitoring.reports import latest_report, prune_reports, write_report
     from monitoring.retrain import RetrainEvidence, decide_retrain
-    from training.store import load_entry
 
     _logging()
     settings = _settings(config, pushgateway)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from training.yaml_model import load_yaml_model
+from kernel.yaml_model import load_yaml_model
 
 DEFAULT_CONFIG = Path("configs/monitoring.yaml")
 _WINDOW = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")

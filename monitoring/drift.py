@@ -18,11 +18,11 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
+from kernel.contract import ContractViolation, DataContract, coerce_features
+from kernel.model import ChurnModel
+from kernel.store import PROBABILITY_COLUMN
 from monitoring.config import DriftSettings
 from monitoring.estimate import CalibrationCheck, PerformanceEstimate
-from training.contract import ContractViolation, DataContract, coerce_features
-from training.model import ChurnModel
-from training.store import PROBABILITY_COLUMN
 
 log = logging.getLogger("churn.monitoring")
 

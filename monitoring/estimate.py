@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel
 
-from training.evaluate import calibration_error
+from kernel.model import calibration_error
 
 
 class CalibrationCheck(BaseModel):

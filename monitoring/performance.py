@@ -16,9 +16,9 @@ import pandas as pd
 from pydantic import BaseModel
 from sklearn.metrics import roc_auc_score
 
-from training.contract import parse_boolean
-from training.evaluate import calibration_error
-from training.store import PROBABILITY_COLUMN
+from kernel.contract import parse_boolean
+from kernel.model import calibration_error
+from kernel.store import PROBABILITY_COLUMN
 
 
 class LabelError(ValueError):

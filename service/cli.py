@@ -22,9 +22,9 @@ def score(
 ) -> None:
     """Score a whole customer table in chunks. Every output row carries the model version;
     rows that break the data contract go to the rejects file with the reason, never dropped."""
+    from kernel.ingest import iter_table
+    from kernel.store import load_entry
     from service.scoring import Scorer, ScoreReport, TableWriter, score_chunks
-    from training.ingest import iter_table
-    from training.store import load_entry
 
     entry = load_entry(model)
     scorer = Scorer(entry)

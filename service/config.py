@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from training.yaml_model import load_yaml_model
+from kernel.yaml_model import load_yaml_model
 
 CONFIG_ENV = "CHURN_SERVICE_CONFIG"
 DEFAULT_CONFIG = Path("configs/service.yaml")

@@ -25,9 +25,9 @@ from pydantic_core import PydanticCustomError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from kernel.contract import DataContract
 from service.middleware import request_id_of
 from service.validation import BatchDecoder, CustomerColumns
-from training.contract import DataContract
 
 logger = logging.getLogger("churn.service.validation")
 InvalidHook = Callable[[str, list[str]], None]

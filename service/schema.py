@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from training.contract import DataContract, FeatureSpec
+from kernel.contract import DataContract, FeatureSpec
 
 RiskLevel = Literal["LOW", "MEDIUM", "HIGH"]
 ID_MAX_LENGTH = 128

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from training.contract import DataContract, split_valid_rows
-from training.features import ContractTyping, DerivedFeatures
-from training.store import ModelEntry
+from kernel.contract import DataContract, split_valid_rows
+from kernel.features import ContractTyping, DerivedFeatures
+from kernel.store import ModelEntry
 
 logger = logging.getLogger("churn.service.scoring")
 
@@ -251,7 +251,7 @@ class TableWriter:
         self._started = False
 
     def write(self, frame: pd.DataFrame) -> None:
-        from training.ingest import _split_sql, is_sql_source
+        from kernel.ingest import _split_sql, is_sql_source
 
         if is_sql_source(self.destination):
             import sqlalchemy as sa

@@ -14,6 +14,7 @@ import logging
 import bentoml
 import numpy as np
 
+from kernel.store import champion, load_entry
 from service.config import ServiceConfig
 from service.http_io import (
     CustomerColumns,
@@ -38,7 +39,6 @@ from service.schema import (
     example_customer,
 )
 from service.scoring import RISK_LEVELS, Scorer
-from training.store import champion, load_entry
 
 logger = logging.getLogger("churn.service")
 config = ServiceConfig.locate()

@@ -27,8 +27,8 @@ import pyarrow.json as pa_json
 from pydantic import BaseModel, ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from kernel.contract import DataContract, FeatureSpec
 from service.schema import CATEGORY_MAX_LENGTH, ID_MAX_LENGTH
-from training.contract import DataContract, FeatureSpec
 
 MAX_REPORTED_ERRORS = 50
 _MISSING = object()

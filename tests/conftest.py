@@ -29,7 +29,7 @@ def churn_home() -> Path:
 
 @pytest.fixture(scope="session")
 def contract():
-    from training.contract import DataContract
+    from kernel.contract import DataContract
 
     return DataContract.from_yaml(CONTRACT_PATH)
 
@@ -56,8 +56,8 @@ def training_csv(churn_home: Path) -> Path:
 @pytest.fixture(scope="session")
 def trained_entry(training_csv: Path, contract, fast_config, churn_home: Path):
     """A real champion in the session's model store (trained once, ~10-20 s)."""
+    from kernel.store import load_entry
     from training.run import train_and_register
-    from training.store import load_entry
 
     summary = train_and_register(str(training_csv), contract, fast_config, churn_home)
     assert summary.promoted, summary.decision

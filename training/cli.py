@@ -44,8 +44,8 @@ def generate(
         "drift) or keep the undrifted relation between features and churn (pure covariate shift)."),
 ) -> None:
     """Write the embedded synthetic streaming-service customer table."""
+    from kernel.ingest import write_table
     from training.generate import GeneratorConfig, generate_customers
-    from training.ingest import write_table
 
     frame = generate_customers(GeneratorConfig(rows=rows, seed=seed, churn_rate=churn_rate,
                                                drifted=drifted, keep_churn_rate=keep_churn_rate))
@@ -58,8 +58,8 @@ def validate(
     contract: Path = typer.Option(DEFAULT_CONTRACT, help="Data contract YAML."),
 ) -> None:
     """Check a table against its data contract; every broken rule is listed, exit 2 if any."""
-    from training.contract import ContractViolation, DataContract, validate_training_data
-    from training.ingest import read_table
+    from kernel.contract import ContractViolation, DataContract, validate_training_data
+    from kernel.ingest import read_table
 
     spec = DataContract.from_yaml(contract)
     frame = read_table(data)
@@ -89,8 +89,8 @@ def train(
 ) -> None:
     """Validate, train, evaluate on the held-out split, track in MLflow, save to the BentoML
     store and promote if the model beats the champion. Exit 2 on any failure (nothing saved)."""
+    from kernel.contract import DataContract
     from training.config import TrainConfig
-    from training.contract import DataContract
     from training.run import train_and_register
 
     _progress_logging()
@@ -117,7 +117,7 @@ def models(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """List models in the store: tag, stage, algorithm, test metrics, decision."""
-    from training.store import list_entries
+    from kernel.store import list_entries
 
     entries = list_entries(dataset)
     rows = [{"tag": e.tag, "stage": e.stage, "algorithm": e.metadata.algorithm,
@@ -140,7 +140,7 @@ def promote_cmd(
     tag: str = typer.Argument(..., help="Model tag name:version to make champion."),
 ) -> None:
     """Make a model the champion by hand (e.g. after a contract change the gate cannot judge)."""
-    from training.store import load_entry, promote
+    from kernel.store import load_entry, promote
 
     entry = load_entry(tag)
     promote(entry.tag, "promoted by hand with `churn promote`")

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from training.yaml_model import load_yaml_model
+from kernel.yaml_model import load_yaml_model
 
 Algorithm = Literal["logistic", "random_forest", "xgboost"]
 Imbalance = Literal["none", "class_weight", "smote"]

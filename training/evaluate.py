@@ -15,8 +15,9 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from training.contract import Costs, DataContract
-from training.store import HoldoutMetrics, RiskCutoffs
+from kernel.contract import Costs, DataContract
+from kernel.model import calibration_error
+from kernel.store import HoldoutMetrics, RiskCutoffs
 
 
 def selection_score(metric: str, target: np.ndarray, scores: np.ndarray) -> float:
@@ -58,18 +59,6 @@ def risk_cutoffs(probability: np.ndarray, threshold: float, high_share: float) -
     high = quantile if quantile > threshold else threshold + (1 - threshold) / 2
     # Not rounded: MEDIUM must start exactly where will_churn does.
     return RiskCutoffs(medium=threshold, high=high)
-
-
-def calibration_error(target: np.ndarray, probability: np.ndarray, bins: int = 10) -> float:
-    """Expected calibration error over equal-width bins, weighted by bin size."""
-    edges = np.linspace(0, 1, bins + 1)
-    index = np.clip(np.digitize(probability, edges[1:-1]), 0, bins - 1)
-    total = 0.0
-    for b in range(bins):
-        mask = index == b
-        if mask.any():
-            total += mask.mean() * abs(probability[mask].mean() - target[mask].mean())
-    return float(total)
 
 
 def holdout_metrics(

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from training.contract import QualityFloor
-from training.store import HoldoutMetrics
+from kernel.contract import QualityFloor
+from kernel.store import HoldoutMetrics
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,9 @@ import joblib
 import numpy as np
 import pandas as pd
 
-from training.config import TrainConfig
-from training.contract import DataContract, ValidatedData, validate_training_data
-from training.evaluate import holdout_metrics, monotone_violations, selection_score
-from training.ingest import read_table
-from training.promote import GateDecision, decide
-from training.split import split_rows
-from training.store import (
+from kernel.contract import DataContract, ValidatedData, validate_training_data
+from kernel.ingest import read_table
+from kernel.store import (
     PROBABILITY_COLUMN,
     EntryMetadata,
     HoldoutMetrics,
@@ -31,6 +27,10 @@ from training.store import (
     set_stage,
     utc_now,
 )
+from training.config import TrainConfig
+from training.evaluate import holdout_metrics, monotone_violations, selection_score
+from training.promote import GateDecision, decide
+from training.split import split_rows
 from training.train import leakage_suspects, select_model
 
 log = logging.getLogger("churn.train")

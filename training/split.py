@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from training.contract import ValidatedData
+from kernel.contract import ValidatedData
 
 
 @dataclass(frozen=True)

@@ -18,12 +18,12 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 
+from kernel.contract import DataContract
+from kernel.features import FeatureLayout, build_preprocessor, frequent_categories
+from kernel.model import ChurnModel, PlattCalibration
+from kernel.store import RiskCutoffs
 from training.config import Algorithm, Imbalance, TrainConfig
-from training.contract import DataContract
 from training.evaluate import best_threshold, risk_cutoffs, selection_score
-from training.features import FeatureLayout, build_preprocessor, frequent_categories
-from training.model import ChurnModel, PlattCalibration
-from training.store import RiskCutoffs
 
 log = logging.getLogger("churn.train")
 

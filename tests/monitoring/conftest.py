@@ -88,8 +88,8 @@ def log_predictions(
 ) -> pd.DataFrame:
     """Score ``customers`` with the entry's model and write them with the service's
     InferenceLogWriter, stamped ``timestamp``. Returns the rows with their probability."""
+    from kernel.contract import coerce_features
     from service.inference_log import InferenceLogWriter, LogBlock
-    from training.contract import coerce_features
 
     contract = entry.contract
     features, _, bad = coerce_features(customers, contract)

@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from kernel.contract import ContractViolation
+from kernel.store import PROBABILITY_COLUMN
 from monitoring.config import DriftSettings
 from monitoring.drift import detect_drift, prepare_current, psi_band, psi_categorical, psi_numeric
-from training.contract import ContractViolation
 from training.generate import GeneratorConfig, generate_customers
-from training.store import PROBABILITY_COLUMN
 
 
 @pytest.mark.parametrize(("psi", "band"), [

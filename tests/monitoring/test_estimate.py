@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from kernel.contract import coerce_features
+from kernel.store import PROBABILITY_COLUMN
 from monitoring.estimate import check_calibration, estimate_performance, expected_roc_auc
-from training.contract import coerce_features
 from training.generate import GeneratorConfig, generate_customers
-from training.store import PROBABILITY_COLUMN
 
 
 def test_expected_auc_matches_realised_auc_when_scores_are_calibrated() -> None:

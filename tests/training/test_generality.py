@@ -12,12 +12,12 @@ import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import roc_auc_score
 
+from kernel.contract import DataContract, validate_training_data
+from kernel.store import load_entry
 from tests.conftest import REPO
 from training.config import TrainConfig
-from training.contract import DataContract, validate_training_data
 from training.run import train_and_register
 from training.split import split_rows
-from training.store import load_entry
 
 
 def _sigmoid(x):

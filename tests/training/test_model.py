@@ -8,14 +8,14 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from training.contract import Costs, DataContract, FeatureSpec, validate_training_data
+from kernel.contract import Costs, DataContract, FeatureSpec, validate_training_data
+from kernel.features import FeatureLayout, build_preprocessor, frequent_categories
 from training.evaluate import (
     best_threshold,
     calibration_error,
     expected_value,
     monotone_violations,
 )
-from training.features import FeatureLayout, build_preprocessor, frequent_categories
 from training.generate import GeneratorConfig, generate_customers
 from training.split import split_rows
 from training.train import leakage_suspects, make_classifier, make_pipeline

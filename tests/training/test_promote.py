@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from mlflow.tracking import MlflowClient
 
-from training.contract import ContractViolation, QualityFloor
+from kernel.contract import ContractViolation, QualityFloor
+from kernel.store import HoldoutMetrics, champion, list_entries
 from training.promote import decide
 from training.run import train_and_register
-from training.store import HoldoutMetrics, champion, list_entries
 
 
 def metrics(roc_auc: float) -> HoldoutMetrics:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from kernel.ingest import IngestError, iter_table, read_table, write_table
 from training.generate import GeneratorConfig, generate_customers
-from training.ingest import IngestError, iter_table, read_table, write_table
 
 
 @pytest.fixture(scope="module")

@@ -24,8 +24,8 @@ import joblib
 import pandas as pd
 from pydantic import BaseModel, Field
 
-from training.contract import DataContract
-from training.model import ChurnModel
+from kernel.contract import DataContract
+from kernel.model import ChurnModel
 
 Stage = Literal["challenger", "champion", "rejected", "retired"]
 MODEL_FILE = "model.joblib"

@@ -16,7 +16,7 @@ from sklearn.impute import MissingIndicator, SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from training.contract import DataContract, parse_boolean, parse_categorical, parse_numeric
+from kernel.contract import DataContract, parse_boolean, parse_categorical, parse_numeric
 
 MIN_CATEGORY_SHARE = 0.002  # rarer training categories are treated like unseen ones
 

@@ -64,3 +64,15 @@ class ChurnModel:
     @property
     def preprocessor(self) -> Pipeline:
         return self.pipeline[:-1]
+
+
+def calibration_error(target: np.ndarray, probability: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error over equal-width bins, weighted by bin size."""
+    edges = np.linspace(0, 1, bins + 1)
+    index = np.clip(np.digitize(probability, edges[1:-1]), 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        mask = index == b
+        if mask.any():
+            total += mask.mean() * abs(probability[mask].mean() - target[mask].mean())
+    return float(total)

@@ -18,7 +18,7 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from training.yaml_model import load_yaml_model, validate_mapping
+from kernel.yaml_model import load_yaml_model, validate_mapping
 
 TRUE_SPELLINGS = frozenset({"1", "1.0", "true", "t", "yes", "y", "on"})
 FALSE_SPELLINGS = frozenset({"0", "0.0", "false", "f", "no", "n", "off"})

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.contract import (
+from kernel.contract import (
     ContractError,
     ContractViolation,
     DataContract,
