@@ -15,19 +15,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import httpx
 import orjson
 import yaml
 
 from bench.loadgen import encode_post, run_load
+from kernel.processes import free_port, http_ok, start_process
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -35,41 +33,18 @@ RESULTS = REPO / "bench" / "results"
 LEVELS = (1, 8, 32, 64)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class Server:
-    """A server subprocess in its own process group, stopped by its id."""
+    """A server subprocess in its own process group (kernel.processes), with its port."""
 
     def __init__(self, name: str, command: list[str], port: int, env: dict[str, str],
                  log: Path, ready_path: str = "/readyz"):
         self.name, self.port = name, port
-        self.process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log.open("wb"),
-                                        stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{name} exited: {log.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}{ready_path}", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        self.stop()
-        raise RuntimeError(f"{name} not ready: {log.read_text()[-2000:]}")
+        self.process = start_process(
+            command, name=name, log_path=log, env=env, cwd=REPO, timeout=180,
+            ready=lambda: http_ok(f"http://127.0.0.1:{port}{ready_path}"))
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(10)
+        self.process.stop()
 
 
 def customer_bodies(n: int) -> list[dict]:

@@ -14,7 +14,6 @@ Imports only bentoml, pandas, pydantic and joblib: packed into the Bento.
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
@@ -198,7 +197,9 @@ def promote(tag: str, decision: str) -> None:
 
 
 def store_home() -> str:
-    return os.environ.get("BENTOML_HOME", str(Path.home() / "bentoml"))
+    from kernel.paths import model_store_dir
+
+    return str(model_store_dir())
 
 
 def utc_now() -> str:

@@ -8,7 +8,6 @@ unreachable gateway loses no result. Exit codes: docs/monitoring.md.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 from datetime import UTC, datetime
@@ -28,10 +27,6 @@ LOG_HELP = ("Inference log folder written by the service; default inference_log_
             "$CHURN_HOME/inference_log.")
 
 
-def _home() -> Path:
-    return Path(os.environ.get("CHURN_HOME", ".churn"))
-
-
 def _logging() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s",
                         datefmt="%H:%M:%S", stream=sys.stderr)
@@ -49,11 +44,15 @@ def _settings(config: Path, pushgateway: str | None):
 
 
 def _report_dir(settings, report_dir: Path | None) -> Path:
-    return report_dir or settings.report_dir or _home() / "reports"
+    from kernel import paths
+
+    return report_dir or settings.report_dir or paths.report_dir()
 
 
 def _log_dir(settings, inference_log: Path | None) -> Path:
-    return inference_log or settings.inference_log_dir or _home() / "inference_log"
+    from kernel import paths
+
+    return inference_log or settings.inference_log_dir or paths.inference_log_dir()
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:

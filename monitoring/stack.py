@@ -13,17 +13,23 @@ import copy
 import logging
 import shutil
 import signal
-import socket
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Annotated
 
-import httpx
 import typer
 import yaml
+
+from kernel.processes import (
+    ManagedProcess,
+    ProcessError,
+    free_port,
+    http_ok,
+    port_in_use,
+    start_process,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,15 +42,8 @@ PUSHGATEWAY_BINARIES = ("prometheus-pushgateway", "pushgateway")
 INSTALL_HINT = "install them with `apt-get install -y prometheus prometheus-pushgateway`"
 
 
-class StackError(OSError):
+class StackError(ProcessError):
     """A binary is missing, a port is taken, or a process did not come up."""
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port nobody listens on right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 def render_prometheus_config(
@@ -84,27 +83,20 @@ class RunningStack:
     prometheus_url: str
     pushgateway_url: str
     workdir: Path
-    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    processes: dict[str, ManagedProcess] = field(default_factory=dict)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Terminate what was started (SIGTERM, then SIGKILL after ``timeout``)."""
-        for name, process in reversed(list(self.processes.items())):
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    log.warning("%s (pid %d) ignored SIGTERM; killing it", name, process.pid)
-                    process.kill()
-                    process.wait(timeout)
+        for process in reversed(list(self.processes.values())):
+            process.stop(timeout=timeout)
         self.processes.clear()
 
     def check_alive(self) -> None:
         """Raise StackError if a process has exited on its own."""
-        for name, process in self.processes.items():
-            if process.poll() is not None:
-                raise StackError(f"{name} exited with code {process.returncode}: "
-                                 f"{_log_tail(self.workdir / f'{name}.log')}")
+        for process in self.processes.values():
+            if not process.running():
+                raise StackError(f"{process.name} exited with code {process.popen.returncode}: "
+                                 f"{_log_tail(process.log_path)}")
 
     def __enter__(self) -> RunningStack:
         return self
@@ -154,23 +146,19 @@ def start_stack(
         workdir=workdir,
     )
     try:
-        stack.processes["pushgateway"] = _spawn(workdir, "pushgateway", [
+        stack.processes["pushgateway"] = _start(workdir, "pushgateway", [
             pushgateway_bin,
             f"--web.listen-address={host}:{pushgateway_port}",
             # Pushed results survive a restart, as a deployed Pushgateway's should.
             f"--persistence.file={workdir / 'pushgateway.db'}",
-        ])
-        stack.processes["prometheus"] = _spawn(workdir, "prometheus", [
+        ], stack.pushgateway_url, ready_timeout)
+        stack.processes["prometheus"] = _start(workdir, "prometheus", [
             prometheus_bin,
             f"--config.file={rendered_path}",
             f"--storage.tsdb.path={workdir / 'prometheus-data'}",
             f"--web.listen-address={host}:{prometheus_port}",
             "--web.enable-lifecycle",  # POST /-/reload picks up edited rules
-        ])
-        for url in (stack.pushgateway_url, stack.prometheus_url):
-            _wait_ready(stack, url, ready_timeout)
-        time.sleep(0.2)
-        stack.check_alive()  # a process that lost a port race exits right after starting
+        ], stack.prometheus_url, ready_timeout)
     except BaseException:
         stack.stop()
         raise
@@ -205,32 +193,17 @@ def _find_binary(candidates: tuple[str, ...]) -> str:
 
 def _ensure_port_free(host: str, port: int) -> None:
     # Otherwise the readiness check could succeed against someone else's server.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        if sock.connect_ex((host, port)) == 0:
-            raise StackError(f"port {port} on {host} is already in use: choose another port")
+    if port_in_use(host, port):
+        raise StackError(f"port {port} on {host} is already in use: choose another port")
 
 
-def _spawn(workdir: Path, name: str, command: list[str]) -> subprocess.Popen:
-    log_file = (workdir / f"{name}.log").open("ab")
-    # A session of its own: a terminal's Ctrl-C reaches us, and we stop it in order.
-    process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT,
-                               stdin=subprocess.DEVNULL, start_new_session=True)
-    log_file.close()
-    log.info("started %s (pid %d), log %s", name, process.pid, workdir / f"{name}.log")
-    return process
-
-
-def _wait_ready(stack: RunningStack, base_url: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        stack.check_alive()
-        try:
-            if httpx.get(f"{base_url}/-/ready", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise StackError(f"{base_url} was not ready after {timeout:.0f} s")
+def _start(workdir: Path, name: str, command: list[str], url: str,
+           timeout: float) -> ManagedProcess:
+    try:
+        return start_process(command, name=name, log_path=workdir / f"{name}.log",
+                             ready=lambda: http_ok(f"{url}/-/ready"), timeout=timeout)
+    except ProcessError as exc:
+        raise StackError(str(exc)) from exc
 
 
 def _log_tail(path: Path, lines: int = 5) -> str:
@@ -248,11 +221,11 @@ def monitor(
         help="State and logs; default $CHURN_HOME/monitor.")] = None,
 ) -> None:
     """Run Prometheus (with the project's alert rules) and the Pushgateway until Ctrl-C."""
-    import os
+    from kernel.paths import churn_home
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    workdir = workdir or Path(os.environ.get("CHURN_HOME", ".churn")) / "monitor"
+    workdir = workdir or churn_home() / "monitor"
     stack = start_stack(workdir, service_target=service, prometheus_port=prometheus_port,
                         pushgateway_port=pushgateway_port)
     typer.echo(

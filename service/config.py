@@ -48,9 +48,9 @@ class InferenceLogConfig(_Section):
     )
 
     def resolved_directory(self) -> Path:
-        if self.directory is not None:
-            return self.directory
-        return Path(os.environ.get("CHURN_HOME", ".churn")) / "inference_log"
+        from kernel.paths import inference_log_dir
+
+        return self.directory if self.directory is not None else inference_log_dir()
 
 
 class ServiceConfig(_Section):

@@ -4,17 +4,14 @@ subprocess on a free port, stopped by process group."""
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
-import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import pandas as pd
 import yaml
 
-from monitoring.stack import free_port
+from kernel.processes import ManagedProcess, free_port, http_ok, start_process
 from service.schema import customer_body
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,19 +40,16 @@ def frame_of(bodies: list[dict], contract) -> pd.DataFrame:
     return frame
 
 
-class Server:
-    def __init__(self, process: subprocess.Popen, url: str, log_dir: Path, output: Path):
-        self.process, self.url, self.log_dir, self.output = process, url, log_dir, output
+@dataclass
+class Server(ManagedProcess):
+    """A `bentoml serve` process with its URL and inference-log folder."""
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, sig)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(10)
-        return self.process.returncode
+    url: str = ""
+    log_dir: Path = field(default_factory=Path)
+
+    @property
+    def output(self) -> Path:
+        return self.log_path
 
 
 def start_server(target: str, tmp: Path, workers: int = 2, extra: dict | None = None,
@@ -69,24 +63,10 @@ def start_server(target: str, tmp: Path, workers: int = 2, extra: dict | None = 
     config_path = tmp / "service.yaml"
     config_path.write_text(yaml.safe_dump(config))
     port = free_port()
-    output = tmp / "server.log"
+    url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "CHURN_SERVICE_CONFIG": str(config_path)}
-    with output.open("wb") as log_file:
-        process = subprocess.Popen(
-            [BENTOML, "serve", target, "--host", "127.0.0.1", "--port", str(port)],
-            cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: stopped by id, workers included
-        )
-    server = Server(process, f"http://127.0.0.1:{port}", log_dir, output)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"bentoml serve exited: {output.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{server.url}/readyz", timeout=2).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    server.stop(signal.SIGKILL)
-    raise RuntimeError(f"bentoml serve not ready in {timeout} s: {output.read_text()[-3000:]}")
+    process = start_process(
+        [BENTOML, "serve", target, "--host", "127.0.0.1", "--port", str(port)],
+        name=f"bentoml serve {target}", log_path=tmp / "server.log", cwd=REPO, env=env,
+        ready=lambda: http_ok(f"{url}/readyz"), timeout=timeout)
+    return Server(process.name, process.popen, process.log_path, url, log_dir)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -17,10 +16,6 @@ DATA_HELP = (
     "CSV or Parquet path, or a SQLAlchemy URL with a table or query after '#', "
     "e.g. sqlite:///.churn/data/customers.db#customers"
 )
-
-
-def _home() -> Path:
-    return Path(os.environ.get("CHURN_HOME", ".churn"))
 
 
 def _progress_logging() -> None:
@@ -98,7 +93,9 @@ def train(
     settings = TrainConfig.from_yaml(config if config.exists() else None)
     if budget is not None:
         settings = settings.model_copy(update={"search_budget_seconds": budget})
-    home = _home()
+    from kernel.paths import churn_home
+
+    home = churn_home()
     home.mkdir(parents=True, exist_ok=True)
     result = train_and_register(data, spec, settings, home.resolve())
     if summary:

@@ -4,9 +4,7 @@ service's own writer (so the jobs read exactly what the service writes)."""
 from __future__ import annotations
 
 import shutil
-import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -16,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from monitoring.stack import free_port
+from kernel.processes import free_port, http_ok, start_process
 
 REPO = Path(__file__).resolve().parents[2]
 PUSHGATEWAY_BINARIES = ("prometheus-pushgateway", "pushgateway")
@@ -29,48 +27,16 @@ def pushgateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if binary is None:
         pytest.fail("prometheus-pushgateway is not installed: "
                     "apt-get install -y prometheus-pushgateway")
-    log = (tmp_path_factory.mktemp("pushgateway") / "pushgateway.log").open("w")
-    for _attempt in range(3):
-        port = free_port()
-        # An empty persistence file keeps metrics in memory; the Debian binary's default is
-        # /var/lib/prometheus/pushgateway.data, which would carry pushes across test sessions.
-        process = subprocess.Popen([binary, f"--web.listen-address=127.0.0.1:{port}",
-                                    "--persistence.file="],
-                                   stdout=log, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-        if _ready(url, process):
-            break
-        process.kill()
-        process.wait()
-    else:
-        log.close()
-        pytest.fail("pushgateway did not start; see its log in the pytest temp folder")
-    try:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    # An empty persistence file keeps metrics in memory; the Debian binary's default is
+    # /var/lib/prometheus/pushgateway.data, which would carry pushes across test sessions.
+    process = start_process(
+        [binary, f"--web.listen-address=127.0.0.1:{port}", "--persistence.file="],
+        name="pushgateway", log_path=tmp_path_factory.mktemp("pushgateway") / "pushgateway.log",
+        ready=lambda: http_ok(f"{url}/-/ready"), timeout=20)
+    with process:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
-
-
-def _ready(url: str, process: subprocess.Popen, timeout: float = 20) -> bool:
-    """Our process answers on ``url``. Checking that it is still alive matters: if the port was
-    taken meanwhile, the bind fails and another process would answer the readiness probe."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            return False
-        try:
-            if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
-                time.sleep(0.2)
-                return process.poll() is None
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    return False
 
 
 def pushed_samples(url: str, name: str) -> list[tuple[dict[str, str], float]]:

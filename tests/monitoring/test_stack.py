@@ -52,7 +52,7 @@ def test_stack_loads_the_project_rules_and_stops_what_it_started(tmp_path: Path)
         assert httpx.get(f"{stack.pushgateway_url}/-/ready").status_code == 200
     finally:
         stack.stop()
-    assert all(process.poll() is not None for process in processes)
+    assert not any(process.running() for process in processes)
     assert not listening(stack.prometheus_url) and not listening(stack.pushgateway_url)
 
 
