@@ -11,10 +11,10 @@ import os
 import pandas as pd
 from fastapi import FastAPI
 
-from kernel.store import load_entry
+from kernel.store import resolve_entry
 from service.schema import customer_model, example_customer
 
-entry = load_entry(os.environ.get("CHURN_BENCH_MODEL", "streaming_churn:champion"))
+entry = resolve_entry(os.environ.get("CHURN_BENCH_MODEL"))
 contract = entry.contract
 Customer = customer_model(contract, example_customer(contract, None))
 app = FastAPI(title="seed-style churn server")
@@ -24,7 +24,8 @@ app = FastAPI(title="seed-style churn server")
 def predict(customer: Customer) -> dict:  # type: ignore[valid-type]
     frame = pd.DataFrame([customer.model_dump()])
     probability = float(entry.model.predict_proba(frame)[0])
-    return {"customer_id": getattr(customer, contract.id), "churn_probability": probability,
+    return {"customer_id": getattr(customer, contract.id) if contract.id else "0",
+            "churn_probability": probability,
             "will_churn": probability >= entry.metadata.threshold,
             "model_version": entry.version}
 

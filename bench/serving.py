@@ -49,11 +49,11 @@ class Server:
 
 def customer_bodies(n: int) -> list[dict]:
     """Request bodies of generated customers (the demo contract's fields, JSON types)."""
-    from kernel.store import champion
+    from kernel.store import resolve_entry
     from service.schema import customer_body
     from training.generate import GeneratorConfig, generate_customers
 
-    contract = champion("streaming_churn").contract
+    contract = resolve_entry().contract
     frame = generate_customers(GeneratorConfig(rows=n, seed=123))
     return [customer_body(contract, row) for row in frame.to_dict("records")]
 
@@ -120,13 +120,13 @@ def bench_predict(tmp: Path, bodies: list[dict], seconds: float, sweep: bool) ->
 
 
 def bench_batch(tmp: Path, bodies: list[dict], seconds: float) -> dict:
-    from kernel.store import champion
+    from kernel.store import resolve_entry
     from service.schema import batch_request_model, customer_model, example_customer
     from service.validation import BatchDecoder
 
     rows = (bodies * (10_000 // len(bodies) + 1))[:10_000]
     body = orjson.dumps({"customers": rows})
-    contract = champion("streaming_churn").contract
+    contract = resolve_entry().contract
     batch_model = batch_request_model(customer_model(contract, example_customer(contract, None)),
                                       10_000)
     decoder = BatchDecoder(contract, batch_model, 10_000)

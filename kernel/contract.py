@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from kernel.yaml_model import load_yaml_model, validate_mapping
 
+ROW_COLUMN = "row"  # a row's position, for tables without an id column
 TRUE_SPELLINGS = frozenset({"1", "1.0", "true", "t", "yes", "y", "on"})
 FALSE_SPELLINGS = frozenset({"0", "0.0", "false", "f", "no", "n", "off"})
 # Text that means "no value" (as written by spreadsheets, pandas and databases).
@@ -79,7 +80,9 @@ class QualityFloor(_Strict):
 class DataContract(_Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]*$")
     target: TargetSpec
-    id: str
+    # Without an id column rows are identified by their position (from 0) in the table,
+    # the rejects file and batch output (column ``row``), and within their request.
+    id: str | None = None
     event_time: str | None = None
     drop: list[str] = []
     features: dict[str, FeatureSpec]
@@ -95,7 +98,9 @@ class DataContract(_Strict):
     def _no_forbidden_features(self) -> DataContract:
         if not self.features:
             raise ValueError("a contract declares at least one feature")
-        forbidden = {self.target.column, self.id, *self.drop}
+        forbidden = {self.target.column, *self.drop}
+        if self.id:
+            forbidden.add(self.id)
         if self.event_time:
             forbidden.add(self.event_time)
         clash = sorted(forbidden & set(self.features))
@@ -128,6 +133,11 @@ class DataContract(_Strict):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json", exclude_defaults=False), sort_keys=False)
+
+    @property
+    def row_key(self) -> str:
+        """The column that identifies a row in outputs: the id, else ``row`` (its position)."""
+        return self.id or ROW_COLUMN
 
     @property
     def numeric(self) -> list[str]:
@@ -288,9 +298,7 @@ def validate_training_data(frame: pd.DataFrame, contract: DataContract) -> Valid
     """
     n = len(frame)
     problems: list[RuleBreak] = []
-    required = [contract.target.column, contract.id] + (
-        [contract.event_time] if contract.event_time else []
-    )
+    required = [c for c in (contract.target.column, contract.id, contract.event_time) if c]
     for column in required:
         if column not in frame.columns:
             role = (
@@ -310,8 +318,13 @@ def validate_training_data(frame: pd.DataFrame, contract: DataContract) -> Valid
         target, target_problems = _parse_target(frame[contract.target.column], contract)
         problems += target_problems
 
-    ids = frame[contract.id] if contract.id in frame.columns else pd.Series(dtype=object)
-    if contract.id in frame.columns:
+    if contract.id is None:
+        ids = pd.Series(np.arange(n).astype(str), index=frame.index)
+    elif contract.id in frame.columns:
+        ids = frame[contract.id]
+    else:
+        ids = pd.Series(dtype=object)
+    if contract.id is not None and contract.id in frame.columns:
         dup = ids.duplicated(keep=False).to_numpy() & ids.notna().to_numpy()
         if dup.any():
             problems.append(
@@ -384,24 +397,32 @@ def _parse_target(raw: pd.Series, contract: DataContract) -> tuple[pd.Series, li
 
 
 def split_valid_rows(
-    frame: pd.DataFrame, contract: DataContract
+    frame: pd.DataFrame, contract: DataContract, first_row: int = 0
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series]:
     """For scoring: typed features of rows that keep the contract, and the rejects.
 
     Returns (features of valid rows, rejected raw rows with a ``reject_reason`` column, and the
-    ids of the valid rows). A missing feature column rejects every row.
+    ids of the valid rows). Without an id column, a row's id is its position in the whole table
+    (``first_row`` is the position of this chunk's first row), and the rejects carry it in a
+    ``row`` column. A missing feature column rejects every row.
     """
     features, problems, bad = coerce_features(frame, contract)
-    if contract.id in frame.columns:
+    positions = pd.Series(np.arange(first_row, first_row + len(frame)).astype(str),
+                          index=frame.index)
+    if contract.id is None:
+        ids = positions
+    elif contract.id in frame.columns:
         ids = frame[contract.id]
         missing_id = ids.isna().to_numpy()
         if missing_id.any():
             problems.append(RuleBreak(contract.id, "missing id", int(missing_id.sum())))
             bad = bad | missing_id
     else:
-        ids = pd.Series(frame.index.astype(str), index=frame.index)
+        ids = positions
     reasons = row_reasons(frame, features, contract, bad)
     rejects = frame.loc[bad].copy()
+    if contract.id is None:
+        rejects[ROW_COLUMN] = positions[bad].to_numpy()
     rejects["reject_reason"] = reasons
     return features.loc[~bad], rejects, ids[~bad].astype(str)
 
@@ -438,7 +459,7 @@ def row_reasons(
         for i, msg in enumerate(msgs):
             if msg:
                 parts[i].append(msg)
-    if contract.id in frame.columns:
+    if contract.id is not None and contract.id in frame.columns:
         missing_id = frame[contract.id].iloc[positions].isna().to_numpy()
         for i in np.flatnonzero(missing_id):
             parts[i].append(f"{contract.id}: missing id")

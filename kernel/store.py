@@ -9,11 +9,16 @@ metadata holding everything a consumer needs (``EntryMetadata``). Its folder hol
 - ``reference.parquet``: a sample of training rows (contract features, the out-of-fold churn
   probability and the target) for drift detection and label-free performance estimation
 
+The ``stage=champion`` label is the one source of truth of which model is the champion (the
+service trusts only the store); the MLflow ``champion`` alias mirrors it (``training.promote``).
+Which model a command or pod uses is decided by ``choose_model``, nowhere else.
+
 Imports only bentoml, pandas, pydantic and joblib: packed into the Bento.
 """
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
@@ -27,6 +32,7 @@ from kernel.contract import DataContract
 from kernel.model import ChurnModel
 
 Stage = Literal["challenger", "champion", "rejected", "retired"]
+MODEL_TAG_ENV = "CHURN_MODEL_TAG"  # the model a pod or job uses: name:version (or name:champion)
 MODEL_FILE = "model.joblib"
 CONTRACT_FILE = "contract.yaml"
 REFERENCE_FILE = "reference.parquet"
@@ -95,6 +101,7 @@ class ModelEntry:
         self.metadata = EntryMetadata.model_validate(bento_model.info.metadata)
         self.path = Path(bento_model.path)
         self.created_at: datetime = bento_model.info.creation_time
+        self.resolved_by = self.tag  # how it was chosen (resolve_entry fills in why)
 
     @property
     def stage(self) -> str:
@@ -137,11 +144,11 @@ def save_entry(
 
 
 def load_entry(tag: str) -> ModelEntry:
-    """Load ``name:version``; ``name:champion`` resolves the current champion."""
+    """Load ``name:version``; ``name:champion`` (or a bare ``name``) is its current champion."""
     import bentoml
 
     name, _, version = tag.partition(":")
-    if version == "champion":
+    if version in ("champion", ""):
         return champion(name)
     try:
         return ModelEntry(bentoml.models.get(tag))
@@ -164,6 +171,11 @@ def list_entries(name: str | None = None) -> list[ModelEntry]:
     return sorted(entries, key=lambda e: e.created_at, reverse=True)
 
 
+def datasets() -> list[str]:
+    """Names of the datasets (contracts) with at least one model in the store."""
+    return sorted({entry.metadata.dataset for entry in list_entries()})
+
+
 def champion(name: str) -> ModelEntry:
     """The current champion of a dataset: the newest entry labelled stage=champion."""
     for entry in list_entries(name):
@@ -174,26 +186,81 @@ def champion(name: str) -> ModelEntry:
     )
 
 
-def set_stage(tag: str, stage: Stage, decision: str | None = None) -> None:
-    """Relabel an entry in place (BentoML keeps labels in the entry's model.yaml)."""
+def choose_model(tag: str | None = None, *, configured_tag: str | None = None,
+                 dataset: str | None = None) -> tuple[str, str]:
+    """Which model to use, and why: the one model identity rule of every command and the service.
+
+    1. ``tag``: given explicitly (a command's ``--model``);
+    2. ``$CHURN_MODEL_TAG``: what a pod or a CronJob is told to serve or check;
+    3. ``configured_tag``: a config file's pinned ``model_tag``;
+    4. the champion of ``dataset`` (a config's model name);
+    5. the champion of the only dataset in the store (the local default).
+    A tag is ``name:version``; ``name`` or ``name:champion`` means that dataset's champion.
+    Raises StoreError when the store is empty, or holds several datasets and nothing names one.
+    """
+    for candidate, why in ((tag, "given"), (os.environ.get(MODEL_TAG_ENV), f"${MODEL_TAG_ENV}"),
+                           (configured_tag, "model_tag in the config")):
+        if candidate:
+            name, _, version = candidate.strip().partition(":")
+            return f"{name}:{version or 'champion'}", why
+    if dataset:
+        return f"{dataset}:champion", "champion of the configured dataset"
+    names = datasets()
+    if len(names) == 1:
+        return f"{names[0]}:champion", "champion of the only dataset in the store"
+    if not names:
+        raise StoreError(f"no churn model in the model store at {store_home()}: "
+                         "run `churn train` first")
+    raise StoreError(f"the model store at {store_home()} holds models of {len(names)} datasets "
+                     f"({', '.join(names)}): name one with --model NAME[:VERSION] or "
+                     f"{MODEL_TAG_ENV}")
+
+
+def resolve_entry(tag: str | None = None, *, configured_tag: str | None = None,
+                  dataset: str | None = None) -> ModelEntry:
+    """Load the model ``choose_model`` picks; ``entry.resolved_by`` says why it was picked."""
+    chosen, why = choose_model(tag, configured_tag=configured_tag, dataset=dataset)
+    entry = load_entry(chosen)
+    entry.resolved_by = f"{chosen} ({why})"
+    return entry
+
+
+def delete_entry(tag: str) -> None:
+    """Remove an entry from the store (a training run that failed after saving it)."""
     import bentoml
 
-    bento_model = bentoml.models.get(tag)
-    bento_model.info.labels["stage"] = stage
-    if decision is not None:
-        bento_model.info.metadata["decision"] = decision
-    bento_model.flush()
+    bentoml.models.delete(tag)
 
 
-def promote(tag: str, decision: str) -> None:
-    """Make ``tag`` the champion. The new champion is marked before the old one is retired,
-    so a crash in between leaves two champions (the newest wins), never none."""
+def set_stage(tag: str, stage: Stage, decision: str | None = None) -> None:
+    """Relabel an entry in place (BentoML keeps labels in the entry's model.yaml)."""
+    from kernel.adapters.bentoml_internals import relabel_model
+
+    relabel_model(tag, {"stage": stage}, {} if decision is None else {"decision": decision})
+
+
+def promote(tag: str, decision: str) -> list[str]:
+    """Make ``tag`` the champion in the store (the source of truth); returns the retired tags.
+
+    The new champion is marked before the old one is retired, so a crash in between leaves two
+    champions (the newest wins), never none. If a relabel fails, every entry changed so far gets
+    its stage and decision back before the error is raised.
+    """
     entry = load_entry(tag)
     previous = [e for e in list_entries(entry.metadata.dataset)
                 if e.stage == "champion" and e.tag != tag]
-    set_stage(tag, "champion", decision)
-    for old in previous:
-        set_stage(old.tag, "retired", f"replaced by {tag}")
+    changes = [(entry, "champion", decision)] + [
+        (old, "retired", f"replaced by {tag}") for old in previous]
+    done: list[ModelEntry] = []
+    try:
+        for target, stage, why in changes:
+            set_stage(target.tag, stage, why)
+            done.append(target)
+    except BaseException:
+        for target in reversed(done):
+            set_stage(target.tag, target.stage, target.metadata.decision)
+        raise
+    return [old.tag for old in previous]
 
 
 def store_home() -> str:

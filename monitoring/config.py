@@ -87,7 +87,8 @@ class RetrainSettings(_Section):
 
 
 class MonitoringConfig(_Section):
-    dataset: str = "streaming_churn"
+    dataset: str | None = Field(
+        None, description="dataset whose champion the jobs check; None = the only one in the store")
     inference_log_dir: Path | None = None
     report_dir: Path | None = None
     pushgateway: PushgatewaySettings = PushgatewaySettings()

@@ -15,18 +15,19 @@ def score(
     rejects: str | None = typer.Option(None, "--rejects", help="Where rows that break the "
                                        "contract go, with reject_reason (default: beside "
                                        "--output, named <output>.rejects.<ext>)."),
-    model: str = typer.Option("streaming_churn:champion", "--model",
-                              help="Model store tag: name:version or name:champion."),
+    model: str | None = typer.Option(
+        None, "--model", help="Model store tag name:version (or name for its champion); default "
+        "$CHURN_MODEL_TAG, else the champion of the only dataset in the store."),
     chunk_rows: int = typer.Option(100_000, "--chunk-rows", min=1,
                                    help="Rows per chunk; memory stays bounded by it."),
 ) -> None:
     """Score a whole customer table in chunks. Every output row carries the model version;
     rows that break the data contract go to the rejects file with the reason, never dropped."""
     from kernel.ingest import iter_table
-    from kernel.store import load_entry
+    from kernel.store import resolve_entry
     from service.scoring import Scorer, ScoreReport, TableWriter, score_chunks
 
-    entry = load_entry(model)
+    entry = resolve_entry(model)
     scorer = Scorer(entry)
     rejects = rejects or _beside(output)
     scored_out, rejects_out = TableWriter(output), TableWriter(rejects)

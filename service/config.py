@@ -54,9 +54,12 @@ class InferenceLogConfig(_Section):
 
 
 class ServiceConfig(_Section):
-    model_name: str = Field("streaming_churn", description="dataset/model name; its champion "
-                            "is served")
-    model_tag: str | None = Field(None, description="pin an explicit name:version instead")
+    model_tag: str | None = Field(
+        None, description="serve this name:version (CHURN_MODEL_TAG, if set, wins); pods name "
+        "their model this way")
+    model_name: str | None = Field(
+        None, description="without a tag: serve this dataset's champion; null = the champion "
+        "of the only dataset in the store")
     workers: int = Field(2, ge=1, description="worker processes (one per core)")
     max_batch_rows: int = Field(10_000, ge=1, description="customers per /predict_batch call")
     max_body_bytes: int = Field(16 * 2**20, ge=1024, description="larger bodies answer 413")

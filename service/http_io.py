@@ -19,12 +19,12 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import orjson
-from _bentoml_sdk.io_models import IODescriptor, IOMixin, IORootModel
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticCustomError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from kernel.adapters.bentoml_internals import IODescriptor, IOMixin, IORootModel
 from kernel.contract import DataContract
 from service.middleware import request_id_of
 from service.validation import BatchDecoder, CustomerColumns

@@ -1,8 +1,11 @@
-"""Request id, body size limit and JSON access log for every request, and JSON log lines.
+"""Request id, model identity, body size limit, request metrics and JSON access log for every
+request, and JSON log lines.
 
 A pure ASGI middleware (no BaseHTTPMiddleware: that one costs a task per request). The
 ``X-Request-ID`` header is accepted or generated, returned, kept in a context variable for log
-lines and in ``scope["state"]`` for the request parsers, which tag each row with it.
+lines and in ``scope["state"]`` for the request parsers, which tag each row with it. Every answer
+carries ``X-Model-Version``, and ``/readyz`` answers which model is served (tag and version), so
+a probe, a canary check or a curl can tell two versions behind one Service apart.
 
 Also BentoML's request timeout, fixed (``use_cancelling_timeout``).
 """
@@ -20,9 +23,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from bentoml._internal.server.http import traffic
+
+from kernel.adapters.bentoml_internals import (
+    HTTP_APP_LOGGER,
+    BentoTimeoutMiddleware,
+    install_timeout_middleware,
+)
 
 REQUEST_ID_HEADER = b"x-request-id"
+MODEL_VERSION_HEADER = b"x-model-version"
+NOT_TRAFFIC = frozenset({"/metrics", "/livez", "/readyz", "/healthz", "/docs.json", "/"})
 MAX_REQUEST_ID_LENGTH = 128
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 access_logger = logging.getLogger("churn.service.access")
@@ -41,15 +51,27 @@ def _usable(value: bytes) -> str | None:
 
 
 class RequestContextMiddleware:
-    """Tags each request with an id, refuses bodies over ``max_body_bytes`` (413) and writes one
-    JSON access-log line per request. ``on_rejected(reason)`` counts refused requests."""
+    """Tags each request with an id and the served model, refuses bodies over
+    ``max_body_bytes`` (413), answers ``/readyz`` with the model, and writes one JSON access-log
+    line per request. ``on_rejected(endpoint, reason)`` counts refused requests;
+    ``on_done(endpoint, status, seconds)`` every answered one (``endpoint`` is one of the
+    ``endpoints`` paths without its slash, or "other": stray paths must not create unbounded
+    metric series)."""
 
     def __init__(self, app: Callable, max_body_bytes: int, access_log: bool = True,
-                 on_rejected: Callable[[str, str], None] | None = None) -> None:
+                 on_rejected: Callable[[str, str], None] | None = None,
+                 model: dict[str, str] | None = None,
+                 endpoints: frozenset[str] = frozenset(),
+                 on_done: Callable[[str, int, float], None] | None = None) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.access_log = access_log
         self.on_rejected = on_rejected or (lambda endpoint, reason: None)
+        self.on_done = on_done or (lambda endpoint, status, seconds: None)
+        self.model = dict(model or {})
+        self.endpoints = endpoints
+        self.version_header = (MODEL_VERSION_HEADER,
+                               self.model.get("model_version", "").encode("latin-1"))
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
@@ -73,13 +95,17 @@ class RequestContextMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()), header]
+                message["headers"] = [*message.get("headers", ()), header, self.version_header]
             await send(message)
 
+        path = scope.get("path", "")
+        endpoint = path.strip("/") if path in self.endpoints else "other"
         try:
-            if length is not None and length > self.max_body_bytes:
+            if path == "/readyz":
+                status = await self._readyz(scope, receive, send_with_id)
+            elif length is not None and length > self.max_body_bytes:
                 status = 413
-                self.on_rejected(scope.get("path", ""), "body_too_large")
+                self.on_rejected(endpoint, "body_too_large")
                 await _send_json(send_with_id, 413, {
                     "error": "request body too large",
                     "detail": [{"type": "body_too_large", "loc": ["body"],
@@ -89,13 +115,33 @@ class RequestContextMiddleware:
             else:
                 await self.app(scope, receive, send_with_id)
         finally:
-            if self.access_log and scope.get("path") not in ("/metrics", "/livez", "/readyz"):
-                access_logger.info("request", extra={"http": {
-                    "method": scope.get("method"), "path": scope.get("path"),
-                    "status": status, "bytes_in": length,
-                    "ms": round((time.perf_counter() - started) * 1000, 3),
-                }})
+            seconds = time.perf_counter() - started
+            if path not in NOT_TRAFFIC:
+                self.on_done(endpoint, status, seconds)
+                if self.access_log:
+                    access_logger.info("request", extra={"http": {
+                        "method": scope.get("method"), "path": path, "status": status,
+                        "bytes_in": length, "ms": round(seconds * 1000, 3)}})
             request_id_var.reset(token)
+
+    async def _readyz(self, scope: dict, receive: Callable, send: Callable) -> int:
+        """BentoML's readiness answer, with the served model as JSON when it is ready."""
+        started: dict = {}
+        chunks: list[bytes] = []
+
+        async def capture(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                started.update(message)
+            else:
+                chunks.append(message.get("body", b""))
+
+        await self.app(scope, receive, capture)
+        if started.get("status") == 200:
+            await _send_json(send, 200, {"status": "ready", **self.model})
+            return 200
+        await send(started)
+        await send({"type": "http.response.body", "body": b"".join(chunks)})
+        return int(started.get("status", 500))
 
 
 async def _send_json(send: Callable, status: int, body: dict) -> None:
@@ -107,7 +153,10 @@ async def _send_json(send: Callable, status: int, body: dict) -> None:
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, request_id, extra fields."""
+    """One JSON object per line: time, level, logger, message, request_id, the served model
+    version, extra fields."""
+
+    model_version = ""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -117,6 +166,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
             "request_id": request_id_var.get(),
+            "model_version": self.model_version,
         }
         for key in ("http", "model", "validation"):
             if hasattr(record, key):
@@ -136,8 +186,10 @@ class _ValidationTracebacks(logging.Filter):
         return not (record.exc_info and isinstance(record.exc_info[1], ValidationError))
 
 
-def configure_json_logging(level: int = logging.INFO) -> None:
-    """Our loggers (``churn.*``) write JSON lines to stderr; quiet BentoML's 400 tracebacks."""
+def configure_json_logging(model_version: str = "", level: int = logging.INFO) -> None:
+    """Our loggers (``churn.*``) write JSON lines to stderr, each naming the served model
+    version; quiet BentoML's 400 tracebacks."""
+    JsonFormatter.model_version = model_version
     logger = logging.getLogger("churn")
     if not any(isinstance(h.formatter, JsonFormatter) for h in logger.handlers):
         handler = logging.StreamHandler(sys.stderr)
@@ -145,12 +197,12 @@ def configure_json_logging(level: int = logging.INFO) -> None:
         logger.addHandler(handler)
     logger.setLevel(level)
     logger.propagate = False
-    bentoml_errors = logging.getLogger("bentoml._internal.server.http_app")
+    bentoml_errors = logging.getLogger(HTTP_APP_LOGGER)
     if not any(isinstance(f, _ValidationTracebacks) for f in bentoml_errors.filters):
         bentoml_errors.addFilter(_ValidationTracebacks())
 
 
-class CancellingTimeoutMiddleware(traffic.TimeoutMiddleware):
+class CancellingTimeoutMiddleware(BentoTimeoutMiddleware):
     """BentoML's request timeout (504 after ``traffic.timeout`` seconds), with its timer cancelled
     once the response starts.
 
@@ -187,6 +239,5 @@ class CancellingTimeoutMiddleware(traffic.TimeoutMiddleware):
 
 
 def use_cancelling_timeout() -> None:
-    """Make BentoML build its apps with ``CancellingTimeoutMiddleware`` (it looks the class up
-    in its ``traffic`` module when it builds the middleware stack of a worker)."""
-    traffic.TimeoutMiddleware = CancellingTimeoutMiddleware
+    """Make BentoML build its apps with ``CancellingTimeoutMiddleware``."""
+    install_timeout_middleware(CancellingTimeoutMiddleware)

@@ -61,7 +61,7 @@ def feature_field(name: str, spec: FeatureSpec) -> tuple[Any, Any]:
 
 def example_customer(contract: DataContract, reference_row: dict[str, Any] | None) -> dict:
     """A valid request body for the docs: a reference (training) row when there is one."""
-    example: dict[str, Any] = {contract.id: "C-000123"}
+    example: dict[str, Any] = {contract.id: "C-000123"} if contract.id else {}
     for name, spec in contract.features.items():
         value = json_value(spec, (reference_row or {}).get(name))
         example[name] = _placeholder(spec) if value is None and not spec.nullable else value
@@ -69,9 +69,10 @@ def example_customer(contract: DataContract, reference_row: dict[str, Any] | Non
 
 
 def customer_body(contract: DataContract, row: dict[str, Any]) -> dict:
-    """The request body of one table row (its id and the contract's features)."""
-    return {contract.id: str(row[contract.id]),
-            **{name: json_value(spec, row[name]) for name, spec in contract.features.items()}}
+    """The request body of one table row (its id, if the contract has one, and features)."""
+    body = {contract.id: str(row[contract.id])} if contract.id else {}
+    return {**body, **{name: json_value(spec, row[name])
+                       for name, spec in contract.features.items()}}
 
 
 def json_value(spec: FeatureSpec, value: Any) -> Any:
@@ -95,10 +96,10 @@ def _placeholder(spec: FeatureSpec) -> Any:
 
 def customer_model(contract: DataContract, example: dict[str, Any]) -> type[CustomerBase]:
     """One customer as the contract describes it, plus its id; ``example`` shows in the docs."""
-    fields: dict[str, Any] = {
-        contract.id: (str, Field(..., min_length=1, max_length=ID_MAX_LENGTH,
-                                 description="Customer identifier, echoed in the answer.")),
-    }
+    fields: dict[str, Any] = {}
+    if contract.id:
+        fields[contract.id] = (str, Field(..., min_length=1, max_length=ID_MAX_LENGTH,
+                                          description="Customer identifier, echoed in the answer."))
     for name, spec in contract.features.items():
         fields[name] = feature_field(name, spec)
     documented = type("DocumentedCustomer", (CustomerBase,), {
@@ -116,7 +117,8 @@ def customer_model(contract: DataContract, example: dict[str, Any]) -> type[Cust
 class Prediction(BaseModel):
     """The answer for one customer."""
 
-    customer_id: str
+    customer_id: str = Field(description="the request's id field; without one in the contract, "
+                             "the customer's position in the request (from 0)")
     churn_probability: float = Field(description="calibrated probability of churning in 30 days")
     will_churn: bool = Field(description="probability at or above the model's business threshold")
     risk_level: RiskLevel = Field(description="LOW below the threshold, HIGH from the high cut-off")

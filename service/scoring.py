@@ -221,13 +221,16 @@ def score_chunks(chunks: Iterator[pd.DataFrame], scorer: Scorer
     """For each raw chunk: (scored rows, rejected rows with ``reject_reason``).
 
     Validation is the contract's ``split_valid_rows``: every rejected row says which column
-    broke which rule; nothing is dropped silently.
+    broke which rule; nothing is dropped silently. Rows are keyed by the contract's id column,
+    or, without one, by their position in the whole table (column ``row``).
     """
     contract = scorer.contract
+    first_row = 0
     for chunk in chunks:
-        features, rejects, ids = split_valid_rows(chunk, contract)
+        features, rejects, ids = split_valid_rows(chunk, contract, first_row)
+        first_row += len(chunk)
         scores = scorer.score(features) if len(features) else None
-        out = pd.DataFrame({contract.id: ids.to_numpy()})
+        out = pd.DataFrame({contract.row_key: ids.to_numpy()})
         if scores is not None:
             out["churn_probability"] = scores.probability
             out["will_churn"] = scores.will_churn

@@ -3,7 +3,8 @@
 Config and model are resolved when this module is imported, the one place the project does
 I/O at import: BentoML reads workers/batching from the class decorator and packs the model
 declared on the class into the Bento, and this module is all ``bentoml serve`` and
-``bentoml build`` import. ``CHURN_SERVICE_CONFIG`` points at another config file.
+``bentoml build`` import. ``CHURN_SERVICE_CONFIG`` points at another config file,
+``CHURN_MODEL_TAG`` names the model (``service/served.py``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 import bentoml
 import numpy as np
 
-from kernel.store import champion, load_entry
+from kernel.store import load_entry
 from service.config import ServiceConfig
 from service.http_io import (
     CustomerColumns,
@@ -31,26 +32,19 @@ from service.middleware import (
     configure_json_logging,
     use_cancelling_timeout,
 )
-from service.schema import (
-    BatchPrediction,
-    Prediction,
-    batch_request_model,
-    customer_model,
-    example_customer,
-)
-from service.scoring import RISK_LEVELS, Scorer
+from service.schema import BatchPrediction, Prediction
+from service.scoring import RISK_LEVELS, Scorer, Scores
+from service.served import answers, batch_summary, serve_model
 
 logger = logging.getLogger("churn.service")
 config = ServiceConfig.locate()
-_entry = load_entry(config.model_tag) if config.model_tag else champion(config.model_name)
-_contract = _entry.contract
-Customer = customer_model(_contract, example_customer(
-    _contract, _entry.reference.head(1).to_dict("records")[0] if len(_entry.reference) else None))
-CustomerBatch = batch_request_model(Customer, config.max_batch_rows)
+served = serve_model(config)
+VERSION = served.entry.version
+ENDPOINTS = frozenset({"/predict", "/predict_batch"})
 
 
 def _count_invalid(endpoint: str, reasons: list[str]) -> None:
-    service_metrics().validation_failed(endpoint, reasons)
+    service_metrics().validation_failed(VERSION, endpoint, reasons)
 
 
 @bentoml.service(
@@ -60,10 +54,10 @@ def _count_invalid(endpoint: str, reasons: list[str]) -> None:
     logging={"access": {"enabled": False}},  # replaced by our JSON access log (with request id)
 )
 class ChurnService:
-    model_ref = bentoml.models.BentoModel(_entry.tag)
+    model_ref = bentoml.models.BentoModel(served.entry.tag)
 
     def __init__(self) -> None:
-        configure_json_logging()
+        configure_json_logging(VERSION)
         entry = load_entry(str(self.model_ref.tag))
         self.scorer = Scorer(entry, config.recommendations)
         self.metrics = service_metrics()
@@ -71,7 +65,8 @@ class ChurnService:
         self.metrics.model_info.labels(model_version=entry.version, model_tag=entry.tag,
                                        trained_at=meta.trained_at).set(1)
         self.metrics.model_roc_auc.labels(model_version=entry.version).set(meta.metrics.roc_auc)
-        self.metrics.start_at_zero(entry.version, RISK_LEVELS.tolist())
+        self.metrics.start_at_zero(entry.version, RISK_LEVELS.tolist(),
+                                   [e.strip("/") for e in ENDPOINTS])
         self.inference_log = None
         if config.inference_log.enabled:
             settings = config.inference_log
@@ -80,7 +75,8 @@ class ChurnService:
                 boolean_features=entry.contract.boolean, sample_rate=settings.sample_rate,
                 rotate_bytes=settings.rotate_bytes, rotate_seconds=settings.rotate_seconds,
                 flush_seconds=settings.flush_seconds, queue_rows=settings.queue_rows,
-                on_written=self.metrics.log_records.inc, on_dropped=self.metrics.log_dropped.inc)
+                on_written=self.metrics.log_records.labels(model_version=entry.version).inc,
+                on_dropped=self.metrics.log_dropped.labels(model_version=entry.version).inc)
         sample = entry.reference[list(entry.contract.features)].head(256)
         difference = self.scorer.verify(sample)  # warm-up, and proof the fast path is exact
         self._ready = len(sample) == 0 or bool(np.isfinite(self.scorer.probabilities(sample)).all())
@@ -89,7 +85,7 @@ class ChurnService:
         # allocates a few hundred thousand objects.
         gc.collect()
         gc.freeze()
-        logger.info("ready", extra={"model": {"tag": entry.tag, "fast_path": bool(
+        logger.info("ready", extra={"model": {**served.identity, "fast_path": bool(
             self.scorer.builder), "max_difference": difference, "ready": self._ready}})
 
     def __is_ready__(self) -> bool:
@@ -97,7 +93,7 @@ class ChurnService:
 
     @bentoml.api(
         route="/predict",
-        input_spec=single_customer_spec(Customer, config.max_body_bytes, _count_invalid),
+        input_spec=single_customer_spec(served.customer, config.max_body_bytes, _count_invalid),
         output_spec=single_prediction_spec(Prediction),
         batchable=config.batching.enabled,
         max_batch_size=config.batching.max_batch_size,
@@ -105,52 +101,33 @@ class ChurnService:
     )
     def predict(self, rows: list[Row], /) -> list[dict]:
         """Churn risk of one customer. Concurrent requests are batched into one model call."""
-        names = [_contract.id, *_contract.features]
-        values = list(zip(*([getattr(r.customer, n) for n in names] for r in rows), strict=True))
-        columns = CustomerColumns(ids=list(values[0]), features={
-            name: np.array(column, dtype=object if spec.type == "categorical" else float)
-            for (name, spec), column in zip(_contract.features.items(), values[1:], strict=True)})
-        return self._answer(columns, [r.request_id for r in rows])
+        columns = served.columns([r.customer for r in rows])
+        scores = self._score(columns, [r.request_id for r in rows])
+        return answers(scores, columns.ids, VERSION, self.scorer.recommendations)
 
     @bentoml.api(
         route="/predict_batch",
-        input_spec=customer_batch_spec(CustomerBatch, _contract, config.max_batch_rows,
+        input_spec=customer_batch_spec(served.batch, served.contract, config.max_batch_rows,
                                        config.max_body_bytes, _count_invalid),
         output_spec=BatchPrediction,
     )
     def predict_batch(self, customers: CustomerColumns) -> BatchPrediction:
         """Churn risk of up to max_batch_rows customers, with a summary."""
-        answers = self._answer(customers, [customers.request_id] * len(customers))
-        probability = np.fromiter((a["churn_probability"] for a in answers), float, len(answers))
+        scores = self._score(customers, [customers.request_id] * len(customers))
         return json_response({
-            "model_version": self.scorer.version,
-            "predictions": answers,
-            "summary": {
-                "count": len(answers),
-                "high_risk": sum(a["risk_level"] == "HIGH" for a in answers),
-                "will_churn": sum(a["will_churn"] for a in answers),
-                "mean_probability": float(probability.mean()),
-            },
-        })
+            "model_version": VERSION, "summary": batch_summary(scores),
+            "predictions": answers(scores, customers.ids, VERSION, self.scorer.recommendations)})
 
-    def _answer(self, columns: CustomerColumns, request_ids: list[str]) -> list[dict]:
+    def _score(self, columns: CustomerColumns, request_ids: list[str]) -> Scores:
+        """Score, count and log (off the request path) one batch of validated customers."""
         scores = self.scorer.score(columns.features)
-        self.metrics.observe(self.scorer.version, scores.probability, scores.risk_level,
-                             scores.unseen)
+        self.metrics.observe(VERSION, scores.probability, scores.risk_level, scores.unseen)
         if self.inference_log is not None:
             self.inference_log.log(LogBlock(
                 timestamp=utc_timestamp(), request_ids=request_ids, customer_ids=columns.ids,
                 features=columns.features, probability=scores.probability,
                 will_churn=scores.will_churn, risk_level=scores.risk_level, unseen=scores.unseen))
-        version, advice = self.scorer.version, self.scorer.recommendations
-        return [
-            {"customer_id": cid, "churn_probability": p, "will_churn": w, "risk_level": r,
-             "recommendation": advice.get(r, ""), "model_version": version,
-             "unseen_categories": list(u)}
-            for cid, p, w, r, u in zip(columns.ids, scores.probability.tolist(),
-                                       scores.will_churn.tolist(), scores.risk_level.tolist(),
-                                       scores.unseen, strict=True)
-        ]
+        return scores
 
     @bentoml.on_shutdown
     def close_inference_log(self) -> None:
@@ -163,4 +140,6 @@ use_cancelling_timeout()
 ChurnService.add_asgi_middleware(
     RequestContextMiddleware, max_body_bytes=config.max_body_bytes,
     access_log=config.access_log, on_rejected=lambda endpoint, reason: _count_invalid(
-        endpoint.strip("/"), [reason]))
+        endpoint, [reason]), model=served.identity, endpoints=ENDPOINTS,
+    on_done=lambda endpoint, status, seconds: service_metrics().request_done(
+        VERSION, endpoint, status, seconds))

@@ -59,11 +59,13 @@ class BatchDecoder:
         self.contract = contract
         self.batch_model = batch_model  # ``service.schema.batch_request_model`` of max_rows
         self.max_rows = max_rows
-        self.names = [contract.id, *contract.features]
+        self.id = contract.id
+        self.names = [contract.id, *contract.features] if contract.id else [*contract.features]
         self.allowed = frozenset(self.names)
         arrow_types = {"numeric": pa.float64(), "boolean": pa.bool_(), "categorical": pa.string()}
+        id_field = [(contract.id, pa.string())] if contract.id else []
         self.arrow_options = pa_json.ParseOptions(
-            explicit_schema=pa.schema([(contract.id, pa.string())] + [
+            explicit_schema=pa.schema(id_field + [
                 (name, arrow_types[spec.type]) for name, spec in contract.features.items()]),
             unexpected_field_behavior="error",
         )
@@ -82,9 +84,10 @@ class BatchDecoder:
             return None
         if not 1 <= table.num_rows <= self.max_rows:
             return None
-        ids = table.column(self.contract.id)
-        if ids.null_count or not _lengths_within(ids, 1, ID_MAX_LENGTH):
-            return None
+        if self.id is not None:
+            ids = table.column(self.id)
+            if ids.null_count or not _lengths_within(ids, 1, ID_MAX_LENGTH):
+                return None
         features = {}
         for name, spec in self.contract.features.items():
             column = table.column(name)
@@ -107,7 +110,8 @@ class BatchDecoder:
                         spec.max is not None and (present > spec.max).any()):
                     return None
             features[name] = values
-        return CustomerColumns(ids=ids.to_pylist(), features=features)
+        return CustomerColumns(ids=ids.to_pylist() if self.id else positions(table.num_rows),
+                               features=features)
 
     def decode(self, body: bytes) -> CustomerColumns:
         columns = self._arrow(body)
@@ -141,10 +145,10 @@ class BatchDecoder:
         except KeyError:  # omitted fields (allowed for nullable ones)
             values = {name: [row.get(name) for row in rows] for name in self.names}
             required = [n for n in self.names
-                        if n == self.contract.id or not self.contract.features[n].nullable]
+                        if n == self.id or not self.contract.features[n].nullable]
             if not all(row.keys() >= set(required) for row in rows):
                 return None
-        if not _valid_ids(values[self.contract.id]):
+        if self.id is not None and not _valid_ids(values[self.id]):
             return None
         for name, spec in self.contract.features.items():
             if not _valid_column(values[name], spec):
@@ -152,6 +156,7 @@ class BatchDecoder:
         return self._columns(values)
 
     def _columns(self, values: dict[str, list]) -> CustomerColumns:
+        rows = len(next(iter(values.values())))
         features = {}
         for name, spec in self.contract.features.items():
             if spec.type == "categorical":
@@ -160,7 +165,13 @@ class BatchDecoder:
             else:
                 array = np.array(values[name], dtype=float)  # None -> NaN, bool -> 0/1
             features[name] = array
-        return CustomerColumns(ids=values[self.contract.id], features=features)
+        ids = values[self.id] if self.id else positions(rows)
+        return CustomerColumns(ids=ids, features=features)
+
+
+def positions(rows: int) -> list[str]:
+    """Row ids of a table without an id column: each row's position, from 0."""
+    return [str(i) for i in range(rows)]
 
 
 def _lengths_within(column: pa.ChunkedArray, low: int, high: int) -> bool:

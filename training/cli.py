@@ -137,17 +137,11 @@ def promote_cmd(
     tag: str = typer.Argument(..., help="Model tag name:version to make champion."),
 ) -> None:
     """Make a model the champion by hand (e.g. after a contract change the gate cannot judge)."""
-    from kernel.store import load_entry, promote
+    from kernel.store import load_entry
+    from training.promote import promote_champion
 
     entry = load_entry(tag)
-    promote(entry.tag, "promoted by hand with `churn promote`")
-    if entry.metadata.mlflow_model_version and entry.metadata.mlflow_tracking_uri:
-        import mlflow
-
-        from training import tracking
-
-        mlflow.set_tracking_uri(entry.metadata.mlflow_tracking_uri)
-        tracking.set_champion(entry.metadata.dataset, entry.metadata.mlflow_model_version)
+    promote_champion(entry.tag, "promoted by hand with `churn promote`")
     typer.echo(f"{entry.tag} is now the champion of {entry.metadata.dataset}")
 
 

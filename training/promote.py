@@ -1,12 +1,17 @@
 """Champion/challenger gate: a new model replaces the champion only when it is clearly better
-on the same test rows and meets the contract's quality floor."""
+on the same test rows and meets the contract's quality floor. And the one way a model becomes
+champion (``promote_champion``): the store label and its MLflow mirror, together or not at all."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from kernel.contract import QualityFloor
 from kernel.store import HoldoutMetrics
+
+log = logging.getLogger("churn.promote")
+CHAMPION_ALIAS = "champion"  # the MLflow alias that mirrors the store's champion label
 
 
 @dataclass(frozen=True)
@@ -53,3 +58,63 @@ def decide(
                             f"{champion_score:.4f} by >= {margin}", score, champion_score)
     return GateDecision(False, f"rejected: {metric} {score:.4f} does not beat champion "
                         f"{champion_score:.4f} by {margin}", score, champion_score)
+
+
+class ChampionMirror:
+    """The MLflow registry's ``champion`` alias of one registered model: a mirror of the model
+    store's champion label, so `mlflow` users see the same champion. Never read to decide."""
+
+    def __init__(self, tracking_uri: str, registered_name: str) -> None:
+        from mlflow.tracking import MlflowClient
+
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.tracking_uri, self.registered_name = tracking_uri, registered_name
+
+    def current(self) -> str | None:
+        """The version the alias points at now (None when there is no alias)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return str(self.client.get_model_version_by_alias(
+                self.registered_name, CHAMPION_ALIAS).version)
+        except MlflowException as exc:
+            if "RESOURCE_DOES_NOT_EXIST" in str(exc.error_code) or "not found" in str(exc):
+                return None
+            raise
+
+    def point_to(self, version: str | None) -> None:
+        """Move the alias to ``version``; None removes it."""
+        if version is None:
+            self.client.delete_registered_model_alias(self.registered_name, CHAMPION_ALIAS)
+        else:
+            self.client.set_registered_model_alias(self.registered_name, CHAMPION_ALIAS, version)
+
+
+def promote_champion(tag: str, decision: str) -> list[str]:
+    """Make ``tag`` the champion: the model store label (the source of truth, what the service
+    and the jobs read) and the MLflow alias (its mirror) change in one step, or neither does.
+
+    The mirror is written first, since a remote tracking server is what most often fails; then
+    the store (``kernel.store.promote`` undoes its own partial relabelling); if the store fails,
+    the alias goes back to where it pointed. Returns the tags of the retired champions.
+    Raises whatever failed, after the rollback.
+    """
+    from kernel.store import load_entry, promote
+
+    entry = load_entry(tag)
+    meta = entry.metadata
+    mirror = (ChampionMirror(meta.mlflow_tracking_uri, meta.dataset)
+              if meta.mlflow_tracking_uri and meta.mlflow_model_version else None)
+    before = mirror.current() if mirror else None
+    if mirror:
+        mirror.point_to(meta.mlflow_model_version)
+    try:
+        return promote(entry.tag, decision)
+    except BaseException:
+        if mirror:
+            try:
+                mirror.point_to(before)
+            except Exception as undo:  # noqa: BLE001 - report both, raise the original
+                log.error("could not move the MLflow alias %r of %s back to %s: %s",
+                          CHAMPION_ALIAS, meta.dataset, before, undo)
+        raise

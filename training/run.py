@@ -22,14 +22,14 @@ from kernel.store import (
     HoldoutMetrics,
     StoreError,
     champion,
-    promote,
+    delete_entry,
     save_entry,
     set_stage,
     utc_now,
 )
 from training.config import TrainConfig
 from training.evaluate import holdout_metrics, monotone_violations, selection_score
-from training.promote import GateDecision, decide
+from training.promote import GateDecision, decide, promote_champion
 from training.split import split_rows
 from training.train import leakage_suspects, select_model
 
@@ -176,7 +176,9 @@ def train_and_register(
             joblib.dump(fitted.model, model_file)
             mlflow_version = tracking.log_model(model_file, contract.name,
                                                 _pinned(SERVING_PACKAGES))
-        # From here on a failure must also undo the MLflow registration.
+        # From here on a failure must undo the MLflow registration and the store entry: a
+        # failed run leaves no model behind and no champion changed.
+        entry = None
         try:
             metadata = EntryMetadata(
                 dataset=contract.name,
@@ -202,18 +204,18 @@ def train_and_register(
                 decision=gate.reason,
             )
             entry = save_entry(fitted.model, contract, metadata, reference, stage="challenger")
-        except Exception:
+            mlflow.set_tag("bentoml_tag", entry.tag)
+            if gate.promote:
+                promote_champion(entry.tag, gate.reason)
+                stage = "champion"
+            else:
+                set_stage(entry.tag, "rejected", gate.reason)
+                stage = "rejected"
+        except BaseException:
+            if entry is not None:
+                delete_entry(entry.tag)
             tracking.delete_version(contract.name, mlflow_version)
             raise
-        mlflow.set_tag("bentoml_tag", entry.tag)
-
-        if gate.promote:
-            promote(entry.tag, gate.reason)
-            tracking.set_champion(contract.name, mlflow_version)
-            stage = "champion"
-        else:
-            set_stage(entry.tag, "rejected", gate.reason)
-            stage = "rejected"
         if champ_tag:
             log.info("previous champion: %s", champ_tag)
 

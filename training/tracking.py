@@ -12,16 +12,15 @@ import mlflow
 import mlflow.pyfunc
 from mlflow.tracking import MlflowClient
 
+from kernel.adapters.mlflow_internals import UnvalidatedPythonModel
+
 log = logging.getLogger("churn.tracking")
 CHAMPION_ALIAS = "champion"
 
 
-class ChurnPyfunc(mlflow.pyfunc.PythonModel):
-    """Lets ``mlflow.pyfunc.load_model("models:/<name>@champion")`` score raw contract rows."""
-
-    # MLflow validates inputs by type hints of list[...] rows; ours is a DataFrame of raw
-    # contract columns, validated by the contract. Without this MLflow warns on every import.
-    _skip_type_hint_validation = True
+class ChurnPyfunc(UnvalidatedPythonModel):
+    """Lets ``mlflow.pyfunc.load_model("models:/<name>@champion")`` score raw contract rows
+    (a DataFrame of contract columns, validated by the contract, not by MLflow type hints)."""
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         import joblib

@@ -13,7 +13,7 @@ def service_module(trained_entry):
     """service.service resolves the champion when imported: only import it once one exists."""
     import service.service as module
 
-    assert module._entry.tag == trained_entry.tag
+    assert module.served.entry.tag == trained_entry.tag
     return module
 
 

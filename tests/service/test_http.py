@@ -1,8 +1,5 @@
-"""Tier 3: a real `bentoml serve` (2 workers) over HTTP. The last test stops it with SIGTERM.
-
-Test order matters here: the module shares one server, and the final test checks that a
-graceful stop wrote every prediction served during the module to the inference log.
-"""
+"""Tier 3: a real `bentoml serve` (2 workers) over HTTP. The module shares one server; the
+last test sends its own traffic and stops it with SIGTERM."""
 
 from __future__ import annotations
 
@@ -58,7 +55,7 @@ def test_batch_over_http(server, bodies, trained_entry):
     assert payload["model_version"] == trained_entry.version
 
 
-def test_metrics_add_up_across_two_workers(server, bodies):
+def test_metrics_add_up_across_two_workers(server, bodies, trained_entry):
     before = scrape(server.url)
     n = 120
     with ThreadPoolExecutor(16) as pool:
@@ -82,7 +79,16 @@ def test_metrics_add_up_across_two_workers(server, bodies):
     failures = [k for k in after if k.startswith("churn_validation_failures_total")
                 and 'reason="greater_than_equal"' in k and 'endpoint="predict"' in k]
     assert failures and after[failures[0]] - before.get(failures[0], 0) == 3
-    assert after['churn_unseen_categories_total{feature="region"}'] >= 1
+    assert sum(v for k, v in after.items()
+               if k.startswith('churn_unseen_categories_total{feature="region"')) >= 1
+    ok = [k for k in after if k.startswith("churn_requests_total")
+          and 'endpoint="predict"' in k and 'code="200"' in k]
+    assert ok and after[ok[0]] - before.get(ok[0], 0) == n + 1
+    assert delta("churn_request_duration_seconds_count") == n + 4  # 200s and 400s alike
+    # Every churn_* series names the served version: stable and canary stay apart.
+    version = f'model_version="{trained_entry.version}"'
+    unlabelled = [k for k in after if k.startswith("churn_") and version not in k]
+    assert not unlabelled, unlabelled
     info = [k for k in after if k.startswith("churn_model_info")]
     assert len(info) == 1 and after[info[0]] == 1  # one series for 2 workers, not one per pid
     assert total(after, "churn_model_test_roc_auc") > 0.5
@@ -159,12 +165,16 @@ def test_generated_requests_never_get_a_server_error(server):
     assert {200, 400} <= seen
 
 
-def test_sigterm_writes_every_prediction_to_the_inference_log(server):
+def test_sigterm_writes_every_prediction_to_the_inference_log(server, bodies):
+    with ThreadPoolExecutor(16) as pool:  # traffic right before the stop, still queued
+        codes = list(pool.map(lambda i: httpx.post(
+            f"{server.url}/predict", json=bodies[i % len(bodies)],
+            headers={"X-Request-ID": f"last-{i}"}, timeout=30).status_code, range(300)))
+    assert codes == [200] * 300
     served = total(scrape(server.url), "churn_predictions_total")
-    assert served > 0
     assert server.stop() is not None  # SIGTERM, then wait for the exit
     log = read_inference_log(server.log_dir)
-    assert len(log) == served
-    assert {f"http-{i}" for i in range(200)} <= set(log["request_id"])
-    pids = {p.name.split("-")[2] for p in server.log_dir.glob("inferences-*.jsonl")}
-    assert len(pids) == 2, "both workers served and flushed their own file"
+    assert len(log) == served  # everything the module's server answered, not just this test's
+    assert {f"last-{i}" for i in range(300)} <= set(log["request_id"])
+    writers = {p.stem.split("-")[-2] for p in server.log_dir.glob("inferences-*")}
+    assert len(writers) == 2, "both workers served and flushed their own file"

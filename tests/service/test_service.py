@@ -28,7 +28,7 @@ def client(service_module):
 def test_predict_equals_the_stored_model(service, service_module, trained_entry, bodies):
     from service.http_io import Row
 
-    rows = [Row(f"r{i}", service_module.Customer.model_validate(b))
+    rows = [Row(f"r{i}", service_module.served.customer.model_validate(b))
             for i, b in enumerate(bodies)]
     answers = service.predict(rows)
     expected = trained_entry.model.predict_proba(frame_of(bodies, trained_entry.contract))
@@ -42,14 +42,21 @@ def test_predict_equals_the_stored_model(service, service_module, trained_entry,
 def test_predict_batch_summarises(service, service_module, trained_entry, bodies):
     from service.validation import BatchDecoder
 
-    columns = BatchDecoder(trained_entry.contract, service_module.CustomerBatch,
-                           10_000).decode(orjson.dumps({"customers": bodies}))
+    # A batch of known make-up: 3 copies of the riskiest customer (above the HIGH cut-off, the
+    # top 10% of training scores) and 5 of the safest (below the business threshold).
+    probability = trained_entry.model.predict_proba(frame_of(bodies, trained_entry.contract))
+    riskiest, safest = bodies[int(np.argmax(probability))], bodies[int(np.argmin(probability))]
+    assert probability.max() >= trained_entry.metadata.risk_cutoffs.high
+    assert probability.min() < trained_entry.metadata.threshold
+    batch = [riskiest] * 3 + [safest] * 5
+    columns = BatchDecoder(trained_entry.contract, service_module.served.batch,
+                           10_000).decode(orjson.dumps({"customers": batch}))
     payload = orjson.loads(service.predict_batch(columns).body)
-    probabilities = [p["churn_probability"] for p in payload["predictions"]]
-    summary = payload["summary"]
-    assert summary["count"] == len(bodies)
-    assert summary["high_risk"] == sum(p["risk_level"] == "HIGH" for p in payload["predictions"])
-    assert summary["mean_probability"] == pytest.approx(np.mean(probabilities))
+    assert payload["summary"] == {
+        "count": 8, "high_risk": 3, "will_churn": 3,
+        "mean_probability": pytest.approx((3 * probability.max() + 5 * probability.min()) / 8,
+                                          abs=1e-12)}
+    assert [p["risk_level"] for p in payload["predictions"]] == ["HIGH"] * 3 + ["LOW"] * 5
 
 
 # --- tier 2: the ASGI app -----------------------------------------------------------------
