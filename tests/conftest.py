@@ -55,10 +55,12 @@ def training_csv(churn_home: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_entry(training_csv: Path, contract, fast_config, churn_home: Path):
-    """A real champion in the session's model store (trained once, ~10-20 s)."""
-    from kernel.store import load_entry
+    """A real champion in the session's model store (trained once, ~10-20 s), named by
+    CHURN_MODEL_TAG as a pod names its model: other tests add other datasets to the store."""
+    from kernel.store import MODEL_TAG_ENV, load_entry
     from training.run import train_and_register
 
     summary = train_and_register(str(training_csv), contract, fast_config, churn_home)
     assert summary.promoted, summary.decision
+    os.environ[MODEL_TAG_ENV] = summary.model_tag
     return load_entry(summary.model_tag)

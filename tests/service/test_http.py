@@ -3,6 +3,7 @@ last test sends its own traffic and stops it with SIGTERM."""
 
 from __future__ import annotations
 
+import json
 import re
 from concurrent.futures import ThreadPoolExecutor
 
@@ -89,6 +90,11 @@ def test_metrics_add_up_across_two_workers(server, bodies, trained_entry):
     version = f'model_version="{trained_entry.version}"'
     unlabelled = [k for k in after if k.startswith("churn_") and version not in k]
     assert not unlabelled, unlabelled
+    # ... and so does every JSON log line of both workers.
+    lines = [json.loads(line) for line in server.log_path.read_text().splitlines()
+             if line.startswith('{"time"')]
+    assert any(line["logger"] == "churn.service.access" for line in lines)
+    assert {line["model_version"] for line in lines} == {trained_entry.version}
     info = [k for k in after if k.startswith("churn_model_info")]
     assert len(info) == 1 and after[info[0]] == 1  # one series for 2 workers, not one per pid
     assert total(after, "churn_model_test_roc_auc") > 0.5

@@ -130,4 +130,15 @@ def test_asgi_docs_show_the_contract_fields(client, trained_entry):
     answer = spec["paths"]["/predict"]["post"]["responses"]["200"]["content"][
         "application/json"]["schema"]
     assert "churn_probability" in answer["properties"]
-    assert client.get("/readyz").status_code == 200 and client.get("/livez").status_code == 200
+    assert client.get("/livez").status_code == 200
+
+
+def test_asgi_every_answer_names_the_served_model(client, bodies, trained_entry):
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ready", "model_tag": trained_entry.tag,
+                            "model_version": trained_entry.version,
+                            "resolved_by": f"{trained_entry.tag} ($CHURN_MODEL_TAG)"}
+    for response in (ready, client.post("/predict", json=bodies[0]),
+                     client.post("/predict", json={**bodies[0], "tenure_days": -1})):
+        assert response.headers["x-model-version"] == trained_entry.version

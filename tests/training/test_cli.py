@@ -14,6 +14,7 @@ from tests.conftest import CHURN, CONTRACT_PATH
 
 def churn(*args: str, home: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "CHURN_HOME": str(home), "BENTOML_HOME": str(home / "bentoml")}
+    env.pop("CHURN_MODEL_TAG", None)  # a user's shell: the model comes from their own store
     return subprocess.run([CHURN, *args], capture_output=True, text=True, env=env,
                           timeout=timeout, cwd=Path(CONTRACT_PATH).parents[1])
 

@@ -1,13 +1,16 @@
-"""Champion/challenger gate against a real BentoML store and a real MLflow (SQLite) registry."""
+"""Champion/challenger gate and promotion against a real BentoML store and a real MLflow
+(SQLite) registry."""
 
 from __future__ import annotations
 
 import pytest
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from kernel import store
 from kernel.contract import ContractViolation, QualityFloor
-from kernel.store import HoldoutMetrics, champion, list_entries
-from training.promote import decide
+from kernel.store import HoldoutMetrics, champion, delete_entry, list_entries
+from training.promote import decide, promote_champion
 from training.run import train_and_register
 
 
@@ -103,3 +106,81 @@ def test_failed_runs_register_nothing(gate_contract, fast_config, training_csv, 
 
     assert sorted(e.tag for e in list_entries("gate_test")) == before_store
     assert registry_state("gate_test", churn_home) == before_registry
+
+
+# --- one identity: the store label is the truth, the MLflow alias its mirror -----------------
+
+@pytest.fixture(scope="module")
+def two_models(contract, fast_config, training_csv, churn_home):
+    """A champion and a rejected challenger of their own dataset, registered in MLflow."""
+    own = contract.model_copy(update={"name": "identity_test"})
+    first = train_and_register(str(training_csv), own, fast_config, churn_home)
+    second = train_and_register(str(training_csv), own, fast_config, churn_home)
+    assert first.promoted and not second.promoted  # same data: it cannot beat the champion
+    yield first, second
+    for entry in list_entries("identity_test"):
+        delete_entry(entry.tag)
+
+
+def identity(home) -> tuple[dict[str, str], str | None]:
+    return {e.tag: e.stage for e in list_entries("identity_test")}, \
+        registry_state("identity_test", home)[1]
+
+
+def test_a_store_failure_after_the_mirror_moved_rolls_both_back(two_models, churn_home,
+                                                                monkeypatch):
+    first, second = two_models
+    before = identity(churn_home)
+    assert before == ({first.model_tag: "champion", second.model_tag: "rejected"},
+                      first.mlflow_model_version)
+
+    # Fault injection: a disk failure at exactly this step (retiring the old champion, after
+    # the new one was labelled and the alias moved) cannot be produced on demand here.
+    real_set_stage = store.set_stage
+
+    def failing(tag, stage, decision=None):
+        if stage == "retired":
+            raise OSError("disk full")
+        real_set_stage(tag, stage, decision)
+
+    monkeypatch.setattr(store, "set_stage", failing)
+    with pytest.raises(OSError, match="disk full"):
+        promote_champion(second.model_tag, "by hand")
+    monkeypatch.undo()
+    assert identity(churn_home) == before
+
+    promote_champion(second.model_tag, "by hand")  # and without the fault, both move
+    assert identity(churn_home) == ({first.model_tag: "retired", second.model_tag: "champion"},
+                                    second.mlflow_model_version)
+
+
+def test_a_mirror_failure_changes_nothing_in_the_store(two_models, churn_home):
+    first, second = two_models
+    if identity(churn_home)[0][second.model_tag] != "champion":
+        promote_champion(second.model_tag, "by hand")
+    before = identity(churn_home)
+    # A real registry failure: the retired model's MLflow version is gone.
+    MlflowClient(tracking_uri=f"sqlite:///{churn_home / 'mlflow.db'}").delete_model_version(
+        "identity_test", first.mlflow_model_version)
+    with pytest.raises(MlflowException):
+        promote_champion(first.model_tag, "by hand")
+    assert identity(churn_home) == before
+
+
+def test_a_failed_store_write_after_registration_unregisters(contract, fast_config,
+                                                             training_csv, churn_home):
+    """A real failure after the MLflow registration: the store cannot create the entry because
+    the dataset's folder in the store is a file. The registered version is deleted again."""
+    from kernel.paths import model_store_dir
+
+    own = contract.model_copy(update={"name": "blocked_store"})
+    blocker = model_store_dir() / "models" / "blocked_store"
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_text("")
+    try:
+        with pytest.raises(NotADirectoryError):
+            train_and_register(str(training_csv), own, fast_config, churn_home)
+    finally:
+        blocker.unlink()
+    assert registry_state("blocked_store", churn_home) == ([], None)
+    assert list_entries("blocked_store") == []
