@@ -10,15 +10,25 @@ DATA := .churn/data/customers.csv
 CONTRACT := configs/streaming_churn.contract.yaml
 PORT ?= 3000
 
-.PHONY: setup monitor-deps demo train serve score bento bench drift retrain-check monitor test lint clean
+.PHONY: setup lock upgrade monitor-deps demo train serve score bento bench drift retrain-check monitor test test-unit lint clean
 
-$(VENV)/.installed: pyproject.toml
+# Exactly the versions in uv.lock (--locked fails if pyproject.toml changed without `make lock`),
+# so a new release upstream cannot change what CI or the demo runs.
+$(VENV)/.installed: pyproject.toml uv.lock
 	@command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet "uv>=0.4,<1"
-	@test -x $(PY) || uv venv --quiet --python 3.11 $(VENV)
-	uv pip install --quiet --python $(PY) -e ".[test]"
+	uv sync --quiet --locked --extra test --python 3.11
 	@touch $@
 
-setup: $(VENV)/.installed  ## create the environment (idempotent)
+setup: $(VENV)/.installed  ## create the environment from uv.lock (idempotent)
+
+lock:  ## re-resolve uv.lock after editing dependencies (keeps locked versions that still fit)
+	uv lock
+	$(PY) -m service.bento_pins
+
+upgrade:  ## the one deliberate upgrade: newest versions within pyproject's ranges; then make test
+	uv lock --upgrade
+	$(PY) -m service.bento_pins
+	@echo "uv.lock upgraded: review 'git diff uv.lock', run make test, commit both"
 
 monitor-deps:  ## Prometheus, promtool and the Pushgateway (Debian packages) when missing
 	@if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus-pushgateway >/dev/null 2>&1; then \
@@ -59,9 +69,12 @@ retrain-check: setup  ## exit 10 when retraining is recommended (docs/monitoring
 monitor: setup monitor-deps  ## local Prometheus + Pushgateway with the project's rules
 	$(CHURN) monitor
 
-test: setup monitor-deps  ## ruff and the whole test suite (what CI runs)
+test: setup monitor-deps  ## ruff and the whole test suite: unit, integration, e2e (what CI runs)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest
+
+test-unit: setup  ## the fast tier only: no trained model, no other process
+	$(VENV)/bin/pytest -m unit
 
 lint: setup
 	$(VENV)/bin/ruff check .

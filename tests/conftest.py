@@ -64,3 +64,19 @@ def trained_entry(training_csv: Path, contract, fast_config, churn_home: Path):
     assert summary.promoted, summary.decision
     os.environ[MODEL_TAG_ENV] = summary.model_tag
     return load_entry(summary.model_tag)
+
+
+# A test that needs one of these is an integration test (a real process, or the trained model).
+INTEGRATION_FIXTURES = frozenset({
+    "trained_entry", "service_module", "server", "pushgateway", "bodies", "churn",
+    "postgres", "postgres_url", "mlflow_server", "prometheus_stack",
+})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Give every test its tier: explicit e2e/integration markers win, then the fixtures."""
+    for item in items:
+        if item.get_closest_marker("e2e") or item.get_closest_marker("integration"):
+            continue
+        needs = INTEGRATION_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+        item.add_marker(pytest.mark.integration if needs else pytest.mark.unit)

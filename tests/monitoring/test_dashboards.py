@@ -206,7 +206,7 @@ def all_targets() -> list[tuple[str, str, str, str]]:
             for path in DASHBOARDS for panel in panels(load(path)) for target in panel["targets"]]
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_every_panel_query_returns_data(monitored: RunningStack) -> None:
     dashboards = {path.name: load(path) for path in DASHBOARDS}
     empty = []
@@ -228,7 +228,7 @@ def test_every_panel_query_returns_data(monitored: RunningStack) -> None:
             assert values, f"{name}: variable {variable['name']} has no values"
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_drift_alert_fires_and_rejected_inputs_are_not_errors(monitored: RunningStack,
                                                               trained_entry) -> None:
     deadline = time.monotonic() + 30

@@ -36,6 +36,7 @@ def alert_rules() -> list[dict]:
     ("check", "rules", "rules.yml"),
     ("test", "rules", "rules.test.yml"),
 ], ids=" ".join)
+@pytest.mark.integration
 def test_promtool_accepts(args: tuple[str, ...]) -> None:
     result = promtool(*args)
     assert result.returncode == 0, result.stdout + result.stderr

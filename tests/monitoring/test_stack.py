@@ -41,6 +41,7 @@ def test_render_points_jobs_at_local_targets_and_keeps_the_rest() -> None:
         render_prometheus_config(config, targets={"nope": "x:1"}, rules_dir=Path("."))
 
 
+@pytest.mark.integration
 def test_stack_loads_the_project_rules_and_stops_what_it_started(tmp_path: Path) -> None:
     stack = start_stack(tmp_path, prometheus_port=0, pushgateway_port=0,
                         service_target="127.0.0.1:9", evaluation_interval="1s")
@@ -56,6 +57,7 @@ def test_stack_loads_the_project_rules_and_stops_what_it_started(tmp_path: Path)
     assert not listening(stack.prometheus_url) and not listening(stack.pushgateway_url)
 
 
+@pytest.mark.integration
 def test_monitor_command_prints_urls_and_stops_on_sigterm(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "churn_cli", "monitor", "--prometheus-port", "0",
                "--pushgateway-port", "0", "--workdir", str(tmp_path)]

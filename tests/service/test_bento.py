@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.servers import BENTOML, REPO, frame_of, start_server
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.integration
 NOT_IN_IMAGE = ("mlflow", "imbalanced-learn", "optuna", "evidently")
 
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from service.inference_log import read_inference_log
 from tests.servers import frame_of
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.integration
 
 
 def scrape(url: str) -> dict[str, float]:

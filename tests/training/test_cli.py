@@ -64,6 +64,7 @@ def bad_sources(tmp: Path, good_csv: Path) -> dict[str, tuple[list[str], str]]:
 
 @pytest.mark.parametrize("case", ["empty-file", "corrupt-file", "wrong-delimiter",
                                   "contract-mismatch", "unknown-target"])
+@pytest.mark.integration
 def test_bad_input_is_one_clear_line_and_registers_nothing(case, cli_home, good_csv, tmp_path):
     args, message = bad_sources(tmp_path, good_csv)[case]
     result = churn("train", *args, home=cli_home)
@@ -76,6 +77,7 @@ def test_bad_input_is_one_clear_line_and_registers_nothing(case, cli_home, good_
     assert not models_dir.exists() or not any(models_dir.iterdir())
 
 
+@pytest.mark.integration
 def test_validate_lists_every_problem(cli_home, good_csv, tmp_path):
     text = good_csv.read_text().splitlines()
     header = text[0].split(",")
@@ -91,7 +93,7 @@ def test_validate_lists_every_problem(cli_home, good_csv, tmp_path):
     assert 'column "plan": 1 row outside the allowed values' in result.stderr
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_default_training_from_sqlite_reaches_the_floor_on_the_time_split(tmp_path):
     """README command 1's path on the default 10,000 customers, read through SQLAlchemy."""
     url = f"sqlite:///{tmp_path / 'customers.db'}#customers"

@@ -106,7 +106,7 @@ def tuned_gbm_baseline(data, split) -> float:
     return roc_auc_score(y[test], final.predict_proba(X.iloc[test])[:, 1])
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.parametrize("dataset", ["telco", "bank"])
 def test_public_dataset_shapes_train_unchanged_and_match_a_tuned_gbm(
     dataset, tmp_path: Path, churn_home

@@ -43,6 +43,7 @@ def test_time_split_puts_the_newest_rows_in_test(split_data):
     assert 0.15 < len(split.test) / len(data.target) < 0.3
 
 
+@pytest.mark.e2e
 def test_leakage_column_would_inflate_roc_auc_and_is_flagged(contract, split_data):
     data, split = split_data
     raw = generate_customers(GeneratorConfig(rows=6000, seed=11))

@@ -11,7 +11,7 @@ import pytest
 
 from tests.training.test_cli import churn
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 
 FAST = "algorithms: [logistic]\nimbalance: [class_weight]\nsearch_budget_seconds: 0\n" \
        "max_trials: 0\ncv_folds: 3\nreference_rows: 500\n"

@@ -59,6 +59,7 @@ def registry_state(name: str, home):
     return versions, alias
 
 
+@pytest.mark.e2e
 def test_worse_challenger_is_kept_but_never_replaces_the_champion(
     gate_contract, fast_config, training_csv, churn_home
 ):
@@ -82,6 +83,7 @@ def test_worse_challenger_is_kept_but_never_replaces_the_champion(
     assert registry_state("gate_test", churn_home)[1] == first.mlflow_model_version
 
 
+@pytest.mark.e2e
 def test_failed_runs_register_nothing(gate_contract, fast_config, training_csv, churn_home,
                                       tmp_path):
     import pandas as pd
@@ -127,6 +129,7 @@ def identity(home) -> tuple[dict[str, str], str | None]:
         registry_state("identity_test", home)[1]
 
 
+@pytest.mark.e2e
 def test_a_store_failure_after_the_mirror_moved_rolls_both_back(two_models, churn_home,
                                                                 monkeypatch):
     first, second = two_models
@@ -154,6 +157,7 @@ def test_a_store_failure_after_the_mirror_moved_rolls_both_back(two_models, chur
                                     second.mlflow_model_version)
 
 
+@pytest.mark.e2e
 def test_a_mirror_failure_changes_nothing_in_the_store(two_models, churn_home):
     first, second = two_models
     if identity(churn_home)[0][second.model_tag] != "champion":
@@ -167,6 +171,7 @@ def test_a_mirror_failure_changes_nothing_in_the_store(two_models, churn_home):
     assert identity(churn_home) == before
 
 
+@pytest.mark.e2e
 def test_a_failed_store_write_after_registration_unregisters(contract, fast_config,
                                                              training_csv, churn_home):
     """A real failure after the MLflow registration: the store cannot create the entry because
