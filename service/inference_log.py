@@ -481,7 +481,11 @@ def read_inference_log(
                 tables.append(table)
     if not tables:
         return pd.DataFrame()
-    return records_frame(pa.concat_tables(tables, promote_options="permissive"))
+    try:
+        table = pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise InferenceLogError(f"{directory}: files disagree on a field's type: {exc}") from exc
+    return records_frame(table)
 
 
 def read_log_file(log_file: LogFile, columns: Sequence[str] | None = None) -> pa.Table | None:

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.inference_log import read_inference_log
+from service.inference_log import LogFileName, read_inference_log
 from tests.servers import frame_of
 
 pytestmark = pytest.mark.slow
@@ -166,5 +166,5 @@ def test_sigterm_writes_every_prediction_to_the_inference_log(server):
     log = read_inference_log(server.log_dir)
     assert len(log) == served
     assert {f"http-{i}" for i in range(200)} <= set(log["request_id"])
-    pids = {p.name.split("-")[2] for p in server.log_dir.glob("inferences-*.jsonl")}
+    pids = {LogFileName.parse(p.name).pid for p in server.log_dir.glob("inferences-*.jsonl")}
     assert len(pids) == 2, "both workers served and flushed their own file"

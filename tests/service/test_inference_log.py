@@ -95,6 +95,7 @@ def test_reader_skips_a_truncated_last_line_and_filters_time(tmp_path):
     writer.log(_block(10, timestamp=now.isoformat()))
     writer.close()
     (path,) = tmp_path.glob("inferences-*.jsonl")
+    path.chmod(0o644)  # unseal: as if the writer had crashed mid-line
     with path.open("ab") as handle:
         handle.write(orjson.dumps({"timestamp": now.isoformat()})[:-5])  # a crash mid-line
     assert len(read_inference_log(tmp_path)) == 20
