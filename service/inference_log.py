@@ -41,7 +41,7 @@ import socket
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -539,21 +539,30 @@ def json_lines_table(data: bytes, source: str) -> pa.Table | None:
     return _with_timestamps(table, source)
 
 
-def _parse_json_lines(data: bytes, text_fields: Iterable[str] = ()) -> pa.Table:
+def _parse_json_lines(data: bytes, text: dict[str, pa.DataType] | None = None) -> pa.Table:
     from pyarrow import json as arrow_json
 
+    text = {"timestamp": pa.string(), **(text or {})}
     # One block: one type inference for the whole file (blocks may disagree otherwise).
     block = min(max(len(data) + 1, 1 << 20), 2**31 - 1)
-    schema = pa.schema([(name, pa.string()) for name in ("timestamp", *text_fields)])
     table = arrow_json.read_json(
         pa.BufferReader(data), read_options=arrow_json.ReadOptions(block_size=block),
-        parse_options=arrow_json.ParseOptions(explicit_schema=schema,
+        parse_options=arrow_json.ParseOptions(explicit_schema=pa.schema(list(text.items())),
                                               unexpected_field_behavior="infer"))
     # JSON has no date type: Arrow guesses one for strings that look like dates ("2025-01-01"
     # as a customer id or category). Such fields were text: read them again as text.
-    dated = [f.name for f in table.schema if pa.types.is_timestamp(f.type)
-             and f.name != "timestamp" and f.name not in text_fields]
-    return _parse_json_lines(data, [*text_fields, *dated]) if dated else table
+    dated = {f.name: _text_type(f.type) for f in table.schema
+             if f.name not in text and _text_type(f.type) is not None}
+    return _parse_json_lines(data, {**text, **dated}) if dated else table
+
+
+def _text_type(kind: pa.DataType) -> pa.DataType | None:
+    """The type to read a field as when Arrow took its text (or its list's) for dates."""
+    if pa.types.is_timestamp(kind) or pa.types.is_date(kind):
+        return pa.string()
+    if pa.types.is_list(kind) and _text_type(kind.value_type) is not None:
+        return pa.list_(pa.string())
+    return None
 
 
 def _is_record(line: bytes) -> bool:

@@ -180,11 +180,13 @@ def test_dates_in_text_fields_stay_text(tmp_path):
     block = _block(4)
     block.customer_ids = ["2025-01-01", "2025-01-02", "2025-01-03", "c4"]
     block.features["region"] = np.array(["2025-01-01"] * 4, dtype=object)
+    block.unseen = [("2025-01-01",)] * 4
     writer.log(block)
     writer.close()
     frame = read_inference_log(tmp_path)
     assert frame["customer_id"].tolist() == ["2025-01-01", "2025-01-02", "2025-01-03", "c4"]
     assert frame["region"].tolist() == ["2025-01-01"] * 4
+    assert frame["unseen_categories"].tolist() == [["2025-01-01"]] * 4
 
 
 def test_writer_settings_are_capped_so_closed_files_can_be_known():
