@@ -123,6 +123,7 @@ def compact(log_file: LogFile) -> Compaction:
             pq.write_table(table, out, compression=COMPRESSION)
             out.flush()
             os.fsync(out.fileno())
+            parquet_bytes = os.fstat(out.fileno()).st_size
         # The twin keeps the JSON file's time: retention and the reader bound records by it.
         os.utime(temp, ns=(info.st_atime_ns, info.st_mtime_ns))
         won = _link(temp, twin)
@@ -134,7 +135,7 @@ def compact(log_file: LogFile) -> Compaction:
     if not won:
         return Compaction(log_file.stem, "raced")
     return Compaction(log_file.stem, "compacted", records=table.num_rows,
-                      json_bytes=info.st_size, parquet_bytes=twin.stat().st_size)
+                      json_bytes=info.st_size, parquet_bytes=parquet_bytes)
 
 
 def _link(temp: Path, final: Path) -> bool:
