@@ -168,3 +168,5 @@ def register(app: typer.Typer) -> None:
     from monitoring.stack import monitor  # `make monitor`: local Prometheus + Pushgateway
 
     app.command("monitor")(monitor)
+    from monitoring.log_cli import register as register_log_commands  # `churn log compact`
+    register_log_commands(app)
