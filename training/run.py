@@ -198,18 +198,18 @@ def train_and_register(
                 library_versions=library_versions(),
                 mlflow_run_id=run.info.run_id,
                 mlflow_model_version=mlflow_version,
-                mlflow_tracking_uri=tracking_uri,
+                mlflow_tracking_uri=tracking.stored_uri(tracking_uri),
                 decision=gate.reason,
             )
             entry = save_entry(fitted.model, contract, metadata, reference, stage="challenger")
         except Exception:
-            tracking.delete_version(contract.name, mlflow_version)
+            tracking.delete_version(tracking_uri, contract.name, mlflow_version)
             raise
         mlflow.set_tag("bentoml_tag", entry.tag)
 
         if gate.promote:
             promote(entry.tag, gate.reason)
-            tracking.set_champion(contract.name, mlflow_version)
+            tracking.set_champion(tracking_uri, contract.name, mlflow_version)
             stage = "champion"
         else:
             set_stage(entry.tag, "rejected", gate.reason)
