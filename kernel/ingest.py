@@ -101,7 +101,7 @@ def _split_sql(source: str) -> tuple[str, str]:
 
 
 def _is_query(what: str) -> bool:
-    return what.split(None, 1)[0].lower() in {"select", "with", "values", "table"}
+    return what.split(None, 1)[0].lower() in {"select", "with"}
 
 
 def _table_name(what: str) -> tuple[str | None, str]:

@@ -241,12 +241,14 @@ def start_mlflow_server(backend_uri: str, artifacts: Path, log_path: Path, *,
 def start_local_tracking(home: Path, *, host: str = "127.0.0.1", port: int = 5000,
                          pg_port: int = 0, workers: int = 1,
                          durable: bool = True) -> TrackingServer:
-    """PostgreSQL under ``home/postgres`` (database ``mlflow``) and ``mlflow server`` on it,
-    artifacts under ``home/mlflow-artifacts``. Stops what it started if a step fails."""
+    """PostgreSQL under ``home/postgres`` (database ``mlflow``, on 127.0.0.1) and ``mlflow
+    server`` on it (on ``host``), artifacts under ``home/mlflow-artifacts``. Stops what it
+    started if a step fails."""
     if port and port_in_use(host, port):  # before PostgreSQL, so nothing starts in vain
         raise ServerSetupError(f"port {port} on {host} is already in use: choose another "
                                "port with --port")
-    postgres = start_postgres(home / "postgres", port=pg_port, host=host, durable=durable)
+    # Loopback only, whatever --host says: the cluster trusts every local connection.
+    postgres = start_postgres(home / "postgres", port=pg_port, durable=durable)
     try:
         backend = postgres.create_database(MLFLOW_DATABASE)
         server = start_mlflow_server(backend, home / "mlflow-artifacts",
@@ -282,7 +284,7 @@ def mlflow_server(
     host: Annotated[str, typer.Option(help="Interface to listen on. Keep 127.0.0.1 unless "
                                       "a proxy with authentication is in front.")] = "127.0.0.1",
     pg_port: Annotated[int, typer.Option(help="PostgreSQL port (0 = any free port; the "
-                                         "cluster listens on --host only).")] = 0,
+                                         "cluster listens on 127.0.0.1 only).")] = 0,
     workers: Annotated[int, typer.Option(min=1, help="MLflow server worker processes.")] = 1,
 ) -> None:
     """Run a shared MLflow tracking server on a local PostgreSQL until Ctrl-C: the cluster

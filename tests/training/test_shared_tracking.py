@@ -150,3 +150,20 @@ def test_unreachable_tracking_server_fails_before_training(trainer, customers_db
     assert len(errors) == 1 and f"MLflow tracking server {url} is not reachable" in errors[0]
     assert "Traceback" not in result.stderr
     assert sorted((trainer / "bentoml").rglob("model.yaml")) == before
+
+
+def test_models_reads_the_alias_from_each_entrys_own_registry(trained_entry):
+    # The session's champion was registered in the embedded SQLite registry.
+    from typer.testing import CliRunner
+
+    from churn_cli import app
+
+    assert trained_entry.metadata.mlflow_tracking_uri.startswith("sqlite:///")
+    plain = CliRunner().invoke(app, ["models", "--json"])
+    checked = CliRunner().invoke(app, ["models", "--json", "--registry"])
+    assert plain.exit_code == 0 and checked.exit_code == 0, checked.output
+    row = next(r for r in json.loads(checked.output) if r["tag"] == trained_entry.tag)
+    assert row["mlflow_champion"] is True
+    assert row["mlflow_version"] == trained_entry.metadata.mlflow_model_version
+    unasked = next(r for r in json.loads(plain.output) if r["tag"] == trained_entry.tag)
+    assert unasked["mlflow_champion"] is None  # not asked: unknown, not False
