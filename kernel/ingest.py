@@ -329,6 +329,8 @@ class TableWriter:
         self._opened = False
         # SQL
         self._url = ""
+        self._schema: str | None = None
+        self._table = ""
         self._engine: sa.Engine | None = None
         self._conn: sa.Connection | None = None
         self._transaction: sa.RootTransaction | None = None

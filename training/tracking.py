@@ -105,8 +105,9 @@ def tracked_run(tracking_uri: str, experiment: str, artifact_root: Path,
     # Its artifact progress bars would interleave with our progress lines.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     uri = normalized(tracking_uri)
+    # The registry follows the tracking URI. (mlflow.set_registry_uri would also export
+    # MLFLOW_REGISTRY_URI to this process's environment and every child's.)
     mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
     existing = mlflow.get_experiment_by_name(experiment)
     if existing is None:
         if is_remote(uri):

@@ -25,8 +25,15 @@ FAST = {"algorithms": ["logistic"], "imbalance": ["class_weight"], "search_budge
         "max_trials": 0, "cv_folds": 3, "reference_rows": 500}
 
 
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without the MLflow URIs in-process runs export to it."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in {"MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"}}
+    return {**env, **extra}
+
+
 def churn(*args: str, home: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "CHURN_HOME": str(home), "BENTOML_HOME": str(home / "bentoml")}
+    env = clean_env(CHURN_HOME=str(home), BENTOML_HOME=str(home / "bentoml"))
     return subprocess.run([CHURN, *args], capture_output=True, text=True, env=env,
                           timeout=timeout, cwd=REPO)
 
@@ -49,7 +56,7 @@ def server():
     process = start_process(
         [CHURN, "mlflow-server", "--port", str(port)], name="churn mlflow-server",
         log_path=home / "command.log", cwd=REPO, ready=lambda: http_ok(f"{url}/health"),
-        env={**os.environ, "CHURN_HOME": str(home)}, timeout=240)
+        env=clean_env(CHURN_HOME=str(home)), timeout=240)
     yield url, home, process
     process.stop(timeout=60)
     shutil.rmtree(home, ignore_errors=True)
@@ -116,7 +123,7 @@ print(json.dumps({"version": version, "artifacts": experiment.artifact_location,
 """
     sample = tmp_path / "rows.csv"
     generate_customers(GeneratorConfig(rows=20, seed=9)).to_csv(sample, index=False)
-    env = {**os.environ, "MLFLOW_TRACKING_URI": url, "CHURN_HOME": str(tmp_path)}
+    env = clean_env(MLFLOW_TRACKING_URI=url, CHURN_HOME=str(tmp_path))
     result = subprocess.run([sys.executable, "-c", reader, url, str(sample)], env=env,
                             capture_output=True, text=True, timeout=300, cwd=REPO)
     assert result.returncode == 0, result.stderr[-3000:]
