@@ -10,7 +10,7 @@ DATA := .churn/data/customers.csv
 CONTRACT := configs/streaming_churn.contract.yaml
 PORT ?= 3000
 
-.PHONY: setup lock upgrade monitor-deps demo train serve score bento bench drift retrain-check monitor test test-unit lint clean
+.PHONY: setup lock upgrade monitor-deps postgres-deps demo train serve score bento bench drift retrain-check monitor mlflow test test-unit lint clean
 
 # Exactly the versions in uv.lock (--locked fails if pyproject.toml changed without `make lock`),
 # so a new release upstream cannot change what CI or the demo runs.
@@ -35,6 +35,13 @@ monitor-deps:  ## Prometheus, promtool and the Pushgateway (Debian packages) whe
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq prometheus prometheus-pushgateway >/dev/null; \
+	fi
+
+postgres-deps:  ## PostgreSQL server binaries (Debian package) when missing: tests, `make mlflow`
+	@if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql >/dev/null; \
 	fi
 
 demo: setup  ## generate data, validate, train, register, promote, then serve the champion
@@ -69,7 +76,10 @@ retrain-check: setup  ## exit 10 when retraining is recommended (docs/monitoring
 monitor: setup monitor-deps  ## local Prometheus + Pushgateway with the project's rules
 	$(CHURN) monitor
 
-test: setup monitor-deps  ## ruff and the whole test suite: unit, integration, e2e (what CI runs)
+mlflow: setup postgres-deps  ## shared MLflow tracking server on a local PostgreSQL (docs/state.md)
+	$(CHURN) mlflow-server
+
+test: setup monitor-deps postgres-deps  ## ruff and the whole test suite: unit, integration, e2e (what CI runs)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest
 

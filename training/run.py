@@ -149,9 +149,10 @@ def train_and_register(
     reference[PROBABILITY_COLUMN] = fitted.oof_probability[keep]
     reference[contract.target.column] = y_train[keep]
 
+    from kernel.paths import default_mlflow_uri
     from training import tracking
 
-    tracking_uri = config.mlflow_tracking_uri or f"sqlite:///{home / 'mlflow.db'}"
+    tracking_uri = config.mlflow_tracking_uri or default_mlflow_uri(home)
     run_name = f"{contract.name}-{fitted.candidate.name}"
     with tracking.tracked_run(tracking_uri, config.mlflow_experiment, home / "mlruns",
                               run_name) as run:
@@ -200,13 +201,13 @@ def train_and_register(
                 library_versions=library_versions(),
                 mlflow_run_id=run.info.run_id,
                 mlflow_model_version=mlflow_version,
-                mlflow_tracking_uri=tracking_uri,
+                mlflow_tracking_uri=tracking.stored_uri(tracking_uri),
                 decision=gate.reason,
             )
             entry = save_entry(fitted.model, contract, metadata, reference, stage="challenger")
             mlflow.set_tag("bentoml_tag", entry.tag)
             if gate.promote:
-                promote_champion(entry.tag, gate.reason)
+                promote_champion(entry.tag, gate.reason, tracking_uri)
                 stage = "champion"
             else:
                 set_stage(entry.tag, "rejected", gate.reason)
@@ -214,7 +215,7 @@ def train_and_register(
         except BaseException:
             if entry is not None:
                 delete_entry(entry.tag)
-            tracking.delete_version(contract.name, mlflow_version)
+            tracking.delete_version(tracking_uri, contract.name, mlflow_version)
             raise
         if champ_tag:
             log.info("previous champion: %s", champ_tag)
