@@ -88,19 +88,28 @@ def dask_client(address: str = LOCAL, *, timeout: float = DEFAULT_CONNECT_TIMEOU
     if address == LOCAL:
         size = size or local_cluster_size()
         log.info("starting a Dask LocalCluster: %s", size)
+        # The scheduler runs in this process and logs every worker and client at INFO.
+        quiet = logging.getLogger("distributed")
+        level = quiet.level
+        quiet.setLevel(logging.WARNING)
         try:
-            # No dashboard: it needs bokeh, and a batch job has nobody looking at it.
+            # Any free port for the scheduler's HTTP endpoint: 8787 may be another user's.
             cluster = LocalCluster(n_workers=size.workers,
                                    threads_per_worker=size.threads_per_worker,
                                    memory_limit=size.memory_limit_bytes, processes=True,
-                                   dashboard_address=None, silence_logs=logging.ERROR)
+                                   dashboard_address=":0", silence_logs=logging.ERROR)
         except Exception as exc:
+            quiet.setLevel(level)
             raise ClusterError(f"cannot start a Dask LocalCluster ({size}): {exc}") from exc
         try:
             with Client(cluster) as client:
                 yield client
         finally:
+            # Closing races the scheduler's last messages to the client: tracebacks of
+            # closed connections then say nothing about the job.
+            quiet.setLevel(logging.CRITICAL)
             cluster.close()
+            quiet.setLevel(level)
         return
     try:
         client = Client(address, timeout=timeout)

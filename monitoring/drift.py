@@ -261,7 +261,8 @@ def detect_drift(
     tests from the sample. Without it they are counted from ``current``.
     """
     edges = reference_edges(reference, contract, settings.psi_bins)
-    counted = statistics or DriftStatistics.of(current, contract, edges)
+    counted = (statistics if statistics is not None
+               else DriftStatistics.of(current, contract, edges))
     sampled = statistics is not None and len(current) < counted.rows
     base = DriftResult(reference_rows=len(reference), current_rows=counted.rows,
                        evidently_rows=len(current) if sampled else None,
