@@ -98,10 +98,17 @@ class DaskScoreReport(ScoreReport):
         return max(self.worker_peak_rss.values(), default=0)
 
 
-def scores_schema(row_key: str) -> pa.Schema:
+def scores_schema(scorer: Scorer) -> pa.Schema:
+    """One schema for every part: the probability keeps the type the model returns (float32
+    for XGBoost), as in the single-process output, even in a part without valid rows."""
+    import numpy as np
     import pyarrow as pa
 
-    return pa.schema([(row_key, pa.string()), ("churn_probability", pa.float64()),
+    probability = pa.float64()
+    if scorer.builder is not None:
+        probe = scorer.model.predict_proba_matrix(np.zeros((1, scorer.builder.width)))
+        probability = pa.from_numpy_dtype(np.asarray(probe).dtype)
+    return pa.schema([(scorer.contract.row_key, pa.string()), ("churn_probability", probability),
                       ("will_churn", pa.bool_()), ("risk_level", pa.string()),
                       ("unseen_categories", pa.string()), ("model_version", pa.string()),
                       ("model_tag", pa.string())])
@@ -153,7 +160,7 @@ def score_piece(index: int, piece: TablePiece, first_row: int, model: PortableMo
     """The task: score one piece ``chunk_rows`` at a time into its own part files."""
     scorer = worker_scorer(model)
     name = PART_NAME.format(index)
-    scores = _PartWriter(Path(scores_dir) / name, scores_schema(scorer.contract.row_key))
+    scores = _PartWriter(Path(scores_dir) / name, scores_schema(scorer))
     rejects = _PartWriter(Path(rejects_dir) / name, rejects_schema(piece, scorer.contract))
     report = PieceReport(index=index, worker=f"{socket.gethostname()}:{os.getpid()}")
     try:
