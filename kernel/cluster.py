@@ -27,10 +27,11 @@ log = logging.getLogger("churn.cluster")
 LOCAL = "local"  # `--dask` alone (or `--dask local`): a LocalCluster sized to the machine
 SCHEDULER_ENV = "CHURN_DASK_SCHEDULER"  # how a pod names its scheduler (k8s/components/dask)
 DEFAULT_CONNECT_TIMEOUT = 20.0
-# Partition bounds (kernel/partitions.py; measured and explained in docs/scale.md): a task
-# of 1M rows takes seconds, so scheduling overhead is negligible, and its memory is bounded
+# Partition bounds (kernel/partitions.py; explained in docs/scale.md): a task
+# of 500k rows takes seconds, so scheduling overhead is negligible, 1M rows already make two
+# tasks (one per worker on 2 cores), and a worker's memory is bounded
 # by the chunk it scores at a time plus its share of the input bytes.
-DEFAULT_PARTITION_ROWS = 1_000_000
+DEFAULT_PARTITION_ROWS = 500_000
 DEFAULT_PARTITION_BYTES = 128 * 2**20
 WORKER_MEMORY_SHARE = 0.8
 _ADDRESS = re.compile(r"^(tcp|tls)://[^\s/:]+:\d{1,5}$")
