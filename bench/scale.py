@@ -11,12 +11,13 @@ For each size (default 1M, 2M, 5M, 10M rows):
   per file, the last 24 hours), with ``--dask`` for every size and in one process (today's
   path) for the sizes of ``--drift-single-sizes`` only: what it can hold on this machine.
 
-Every command runs as a subprocess, timed with its own wall clock, its peak memory read from
-``wait4``. BENTOML_HOME must hold a champion (``make train``), as for bench.serving. Data goes
+Every command runs as a subprocess, timed by wall clock; its peak memory is the largest RSS
+of its processes (read by a small wrapper process from ``getrusage``, see ``timed``).
+BENTOML_HOME must hold a champion (``make train``), as for bench.serving. Data goes
 to ``--work`` (default a temp folder, removed unless ``--keep``); results to
 bench/results/scale-*.json and a Markdown table on stdout.
 
-Quick check (about a minute): ``python -m bench.scale --sizes 20000,50000
+Quick check (a few minutes, mostly start-up): ``python -m bench.scale --sizes 20000,50000
 --drift-single-sizes 20000,50000``. The real figures want a quiet machine: see docs/scale.md.
 """
 
@@ -58,22 +59,29 @@ class Run:
     exit_code: int
 
 
+# A forked child starts with its parent's memory high-water mark (Linux keeps it across
+# exec), and this process holds generated data: so a small fresh Python starts the command and
+# reports the peak of the processes it waited for (the command and, through their parents, a
+# LocalCluster's workers).
+_MEASURE = ("import resource, subprocess, sys; code = subprocess.call(sys.argv[1:]); "
+            "peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss; "
+            "print(f'__peak_rss_kib {peak}', file=sys.stderr); sys.exit(code)")
+_PEAK = re.compile(r"__peak_rss_kib (\d+)")
+
+
 def timed(args: list[str], size: int, mode: str, what: str) -> Run:
-    """Run ``churn <args>``; wall time and peak RSS (``wait4``: the child and the processes
-    it waited for, i.e. a LocalCluster's workers too)."""
+    """Run ``churn <args>``: wall time, peak RSS of its processes, its own worker report."""
     started = time.perf_counter()
-    process = subprocess.Popen([CHURN, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, cwd=REPO)
-    output = process.stdout.read()
-    _, status, usage = os.wait4(process.pid, 0)
+    done = subprocess.run([sys.executable, "-c", _MEASURE, CHURN, *args], cwd=REPO, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     seconds = time.perf_counter() - started
-    code = os.waitstatus_to_exitcode(status)
-    process.returncode = code
+    output, code = done.stdout, done.returncode
     if code != 0:
         print(output[-3000:], file=sys.stderr)
     match = _WORKER_PEAK.search(output)
+    peak = _PEAK.search(output)
     run = Run(command=what, size=size, mode=mode, seconds=round(seconds, 2),
-              peak_rss_mib=round(usage.ru_maxrss / 1024, 1),
+              peak_rss_mib=round(int(peak.group(1)) / 1024, 1) if peak else float("nan"),
               worker_peak_mib=float(match.group(1)) if match else None,
               rows_per_second=round(size / seconds), exit_code=code)
     print(f"  {what:<6} {mode:<6} {size:>11,} rows  {seconds:8.1f} s  {run.rows_per_second:>9,} "
