@@ -13,6 +13,7 @@ from pathlib import Path
 import typer
 
 from monitoring import cli as monitoring_cli
+from rollout import cli as rollout_cli
 from service import cli as service_cli
 from training import cli as training_cli
 
@@ -42,6 +43,7 @@ def _main(
 training_cli.register(app)
 service_cli.register(app)
 monitoring_cli.register(app)
+rollout_cli.register(app)
 
 
 def main() -> None:
