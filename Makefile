@@ -10,7 +10,7 @@ DATA := .churn/data/customers.csv
 CONTRACT := configs/streaming_churn.contract.yaml
 PORT ?= 3000
 
-.PHONY: setup lock upgrade monitor-deps postgres-deps demo train serve score bento bench drift retrain-check monitor mlflow test test-unit lint clean
+.PHONY: setup lock upgrade monitor-deps postgres-deps demo train serve score bento bench drift retrain-check monitor mlflow k8s k8s-scan test test-unit lint clean
 
 # Exactly the versions in uv.lock (--locked fails if pyproject.toml changed without `make lock`),
 # so a new release upstream cannot change what CI or the demo runs.
@@ -78,6 +78,24 @@ monitor: setup monitor-deps  ## local Prometheus + Pushgateway with the project'
 
 mlflow: setup postgres-deps  ## shared MLflow tracking server on a local PostgreSQL (docs/state.md)
 	$(CHURN) mlflow-server
+
+k8s: setup  ## regenerate k8s/'s copies of configs, rules, dashboards; render each overlay to k8s/rendered/
+	$(CHURN) k8s generate
+	@mkdir -p k8s/rendered
+	@for overlay in k8s/overlays/*/; do \
+	  name=$$(basename $$overlay); \
+	  $(VENV)/bin/kubectl kustomize $$overlay > k8s/rendered/$$name.yaml.tmp || exit 1; \
+	  mv k8s/rendered/$$name.yaml.tmp k8s/rendered/$$name.yaml; \
+	  echo "k8s/rendered/$$name.yaml"; \
+	done
+
+CHECKOV_VENV := .venv-checkov
+k8s-scan: k8s  ## checkov's Kubernetes checks on the rendered overlays (skips justified in k8s/checkov.yaml)
+	@test -x $(CHECKOV_VENV)/bin/checkov || { uv venv -q $(CHECKOV_VENV) --python 3.11 && \
+	  VIRTUAL_ENV=$(CHECKOV_VENV) uv pip install -q "checkov>=3.2,<4"; }
+	@for file in k8s/rendered/*.yaml; do \
+	  $(CHECKOV_VENV)/bin/checkov --config-file k8s/checkov.yaml -f $$file || exit 1; \
+	done
 
 test: setup monitor-deps postgres-deps  ## ruff and the whole test suite: unit, integration, e2e (what CI runs)
 	$(VENV)/bin/ruff check .
