@@ -10,7 +10,7 @@ DATA := .churn/data/customers.csv
 CONTRACT := configs/streaming_churn.contract.yaml
 PORT ?= 3000
 
-.PHONY: setup lock upgrade monitor-deps demo train serve score bento bench drift retrain-check monitor test test-unit lint clean
+.PHONY: setup lock upgrade monitor-deps postgres-deps demo train serve score bento bench drift retrain-check monitor mlflow k8s k8s-scan test test-unit lint clean
 
 # Exactly the versions in uv.lock (--locked fails if pyproject.toml changed without `make lock`),
 # so a new release upstream cannot change what CI or the demo runs.
@@ -35,6 +35,13 @@ monitor-deps:  ## Prometheus, promtool and the Pushgateway (Debian packages) whe
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq prometheus prometheus-pushgateway >/dev/null; \
+	fi
+
+postgres-deps:  ## PostgreSQL server binaries (Debian package) when missing: tests, `make mlflow`
+	@if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql >/dev/null; \
 	fi
 
 demo: setup  ## generate data, validate, train, register, promote, then serve the champion
@@ -69,7 +76,28 @@ retrain-check: setup  ## exit 10 when retraining is recommended (docs/monitoring
 monitor: setup monitor-deps  ## local Prometheus + Pushgateway with the project's rules
 	$(CHURN) monitor
 
-test: setup monitor-deps  ## ruff and the whole test suite: unit, integration, e2e (what CI runs)
+mlflow: setup postgres-deps  ## shared MLflow tracking server on a local PostgreSQL (docs/state.md)
+	$(CHURN) mlflow-server
+
+k8s: setup  ## regenerate k8s/'s copies of configs, rules, dashboards; render each overlay to k8s/rendered/
+	$(CHURN) k8s generate
+	@mkdir -p k8s/rendered
+	@for overlay in k8s/overlays/*/; do \
+	  name=$$(basename $$overlay); \
+	  $(VENV)/bin/kubectl kustomize $$overlay > k8s/rendered/$$name.yaml.tmp || exit 1; \
+	  mv k8s/rendered/$$name.yaml.tmp k8s/rendered/$$name.yaml; \
+	  echo "k8s/rendered/$$name.yaml"; \
+	done
+
+CHECKOV_VENV := .venv-checkov
+k8s-scan: k8s  ## checkov's Kubernetes checks on the rendered overlays (skips justified in k8s/checkov.yaml)
+	@test -x $(CHECKOV_VENV)/bin/checkov || { uv venv -q $(CHECKOV_VENV) --python 3.11 && \
+	  VIRTUAL_ENV=$(CHECKOV_VENV) uv pip install -q "checkov>=3.2,<4"; }
+	@for file in k8s/rendered/*.yaml; do \
+	  $(CHECKOV_VENV)/bin/checkov --config-file k8s/checkov.yaml -f $$file || exit 1; \
+	done
+
+test: setup monitor-deps postgres-deps  ## ruff and the whole test suite: unit, integration, e2e (what CI runs)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest
 

@@ -1,6 +1,9 @@
-"""A closed-loop HTTP/1.1 load generator light enough to share 2 cores with the server.
+"""An HTTP/1.1 load generator light enough to share 2 cores with the server.
 
-Each client holds one keep-alive connection and sends pre-encoded requests back to back.
+Each client holds one keep-alive connection and sends pre-encoded requests back to back (closed
+loop), or on a fixed schedule (``rate``: requests per second over all clients), in which case a
+latency counts from the scheduled send time, so a stalled server cannot hide its queue
+(no coordinated omission).
 Python HTTP clients (httpx, aiohttp) spend more CPU per request than the server under test on
 this machine; raw asyncio streams on uvloop cost a few tens of microseconds.
 """
@@ -70,9 +73,10 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
 
 
 async def _client(port: int, requests: list[bytes], offset: int, warmup_until: float,
-                  stop_at: float, result: LoadResult) -> None:
+                  stop_at: float, result: LoadResult, interval: float | None = None) -> None:
     reader = writer = None
     i = offset
+    next_send = time.perf_counter()
     while time.perf_counter() < stop_at:
         try:
             if writer is None:
@@ -80,6 +84,11 @@ async def _client(port: int, requests: list[bytes], offset: int, warmup_until: f
             request = requests[i % len(requests)]
             i += 1
             started = time.perf_counter()
+            if interval is not None:
+                if next_send > started:
+                    await asyncio.sleep(next_send - started)
+                started = next_send  # latency from the schedule, not from when we got to it
+                next_send += interval
             writer.write(request)
             status = await _read_response(reader)
             finished = time.perf_counter()
@@ -98,19 +107,22 @@ async def _client(port: int, requests: list[bytes], offset: int, warmup_until: f
 
 
 async def _run(port: int, requests: list[bytes], clients: int, seconds: float,
-               warmup: float, rows_per_request: int) -> LoadResult:
+               warmup: float, rows_per_request: int, rate: float | None) -> LoadResult:
     now = time.perf_counter()
     result = LoadResult(clients=clients, seconds=seconds, rows_per_request=rows_per_request)
+    interval = clients / rate if rate else None
     await asyncio.gather(*(
-        _client(port, requests, k * 7, now + warmup, now + warmup + seconds, result)
+        _client(port, requests, k * 7, now + warmup, now + warmup + seconds, result, interval)
         for k in range(clients)
     ))
     return result
 
 
 def run_load(port: int, requests: list[bytes], clients: int, seconds: float = 10.0,
-             warmup: float = 2.0, rows_per_request: int = 1) -> LoadResult:
-    """Closed loop: ``clients`` connections, each sending its next request on each answer."""
+             warmup: float = 2.0, rows_per_request: int = 1,
+             rate: float | None = None) -> LoadResult:
+    """``clients`` keep-alive connections. Closed loop (each sends its next request on each
+    answer), or, with ``rate``, ``rate`` requests per second spread evenly over the clients."""
     try:
         import uvloop
 
@@ -122,6 +134,6 @@ def run_load(port: int, requests: list[bytes], clients: int, seconds: float = 10
     gc.collect()
     gc.disable()
     try:
-        return runner(_run(port, requests, clients, seconds, warmup, rows_per_request))
+        return runner(_run(port, requests, clients, seconds, warmup, rows_per_request, rate))
     finally:
         gc.enable()

@@ -33,6 +33,8 @@ def model_store_dir() -> Path:
     return Path(os.environ.get("BENTOML_HOME") or Path.home() / "bentoml")
 
 
-def default_mlflow_uri() -> str:
-    """The embedded MLflow backend: SQLite in the home folder."""
-    return f"sqlite:///{(churn_home() / 'mlflow.db').resolve()}"
+def default_mlflow_uri(home: Path | None = None) -> str:
+    """MLflow when neither ``--mlflow-uri`` nor the training config names one: SQLite in the
+    home folder. (Not ``$MLFLOW_TRACKING_URI``: ``mlflow.set_tracking_uri`` exports it to the
+    process, so it would carry one run's registry into the next.)"""
+    return f"sqlite:///{((home or churn_home()) / 'mlflow.db').resolve()}"

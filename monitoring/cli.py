@@ -14,6 +14,8 @@ from typing import Annotated
 
 import typer
 
+from monitoring.k8s_assets import k8s_app
+
 DEFAULT_CONFIG = Path("configs/monitoring.yaml")
 
 CONFIG_HELP = "Monitoring config YAML (defaults apply when the default file does not exist)."
@@ -168,3 +170,6 @@ def register(app: typer.Typer) -> None:
     from monitoring.stack import monitor  # `make monitor`: local Prometheus + Pushgateway
 
     app.command("monitor")(monitor)
+    from monitoring.log_cli import register as register_log_commands  # `churn log compact`
+    register_log_commands(app)
+    app.add_typer(k8s_app, name="k8s")  # `churn k8s generate`: what k8s/ needs from elsewhere

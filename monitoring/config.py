@@ -10,13 +10,16 @@ import re
 from datetime import timedelta
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from kernel.yaml_model import load_yaml_model
 
 DEFAULT_CONFIG = Path("configs/monitoring.yaml")
 _WINDOW = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b|b)?\s*$", re.IGNORECASE)
+_UNIT_BYTES = {"b": 1, **{f"{u}b": 1000 ** (i + 1) for i, u in enumerate("kmgt")},
+               **{f"{u}ib": 1024 ** (i + 1) for i, u in enumerate("kmgt")}}
 
 
 class MonitoringConfigError(ValueError):
@@ -33,6 +36,14 @@ def parse_window(text: str) -> timedelta:
     return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
 
 
+def parse_size(value: int | str) -> int:
+    """``1048576``, ``"500MB"``, ``"20GiB"`` -> bytes. Raises ValueError otherwise."""
+    match = _SIZE.match(str(value))
+    if not match:
+        raise ValueError(f"size {value!r} is not a number of bytes like 500MB or 20GiB")
+    return int(float(match.group(1)) * _UNIT_BYTES[(match.group(2) or "b").lower()])
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -40,6 +51,10 @@ class _Section(BaseModel):
 def _check_window(value: str) -> str:
     parse_window(value)
     return value
+
+
+def _check_optional_window(value: str | None) -> str | None:
+    return None if value is None else _check_window(value)
 
 
 class PushgatewaySettings(_Section):
@@ -86,6 +101,23 @@ class RetrainSettings(_Section):
     max_report_age_hours: float = Field(48, gt=0)
 
 
+class LogRetentionSettings(_Section):
+    """Compaction and retention of the inference log (``churn log compact``): here, next to the
+    windows it must keep (docs/monitoring.md)."""
+
+    max_age: str | None = Field(
+        None, description="files whose every record is older are removed; null = "
+        "performance.window; never shorter than drift.window")
+    max_bytes: int = Field(20 * 2**30, gt=0, description="the folder is kept under this by "
+                           "removing its oldest files, but never one the protected windows need")
+    protect_performance_window: bool = Field(
+        False, description="also never remove, for size, records of performance.window (by "
+        "default only drift.window is protected; the rest is kept as size allows)")
+
+    _max_age = field_validator("max_age")(_check_optional_window)
+    _max_bytes = field_validator("max_bytes", mode="before")(parse_size)
+
+
 class MonitoringConfig(_Section):
     dataset: str | None = Field(
         None, description="dataset whose champion the jobs check; None = the only one in the store")
@@ -97,6 +129,22 @@ class MonitoringConfig(_Section):
     estimate: EstimateSettings = EstimateSettings()
     performance: PerformanceSettings = PerformanceSettings()
     retrain: RetrainSettings = RetrainSettings()
+    log_retention: LogRetentionSettings = LogRetentionSettings()
+
+    @model_validator(mode="after")
+    def _retention_keeps_the_windows(self) -> MonitoringConfig:
+        max_age = self.log_retention.max_age
+        if max_age is None:
+            return self
+        for window, key, needed in (
+            (self.drift.window, "drift.window", True),
+            (self.performance.window, "performance.window",
+             self.log_retention.protect_performance_window),
+        ):
+            if needed and parse_window(max_age) < parse_window(window):
+                raise ValueError(f"log_retention.max_age {max_age} is shorter than {key} "
+                                 f"{window}: retention would delete records that job reads")
+        return self
 
     @classmethod
     def from_yaml(cls, path: Path | None) -> MonitoringConfig:

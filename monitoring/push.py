@@ -10,13 +10,16 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Gauge
 
 from monitoring.config import PushgatewaySettings
-from monitoring.drift import DriftJobResult
-from monitoring.performance import VersionPerformance
-from monitoring.retrain import RetrainDecision
+
+if TYPE_CHECKING:  # only annotations: importing them would pull in Evidently and scikit-learn
+    from monitoring.drift import DriftJobResult
+    from monitoring.performance import VersionPerformance
+    from monitoring.retrain import RetrainDecision
 
 log = logging.getLogger("churn.monitoring")
 

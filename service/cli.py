@@ -11,7 +11,9 @@ DATA_HELP = ("CSV or Parquet path, or a SQLAlchemy URL with a table or query aft
 def score(
     input: str = typer.Option(..., "--input", help=DATA_HELP),
     output: str = typer.Option(..., "--output", help="Where to write the scores: .csv, "
-                               ".parquet or a SQLAlchemy URL '#table' (replaced)."),
+                               ".parquet or a SQLAlchemy URL '#table' (e.g. "
+                               "postgresql://user@host/db#scores). Replaced only once every "
+                               "row is written; on failure the old one is left as it was."),
     rejects: str | None = typer.Option(None, "--rejects", help="Where rows that break the "
                                        "contract go, with reject_reason (default: beside "
                                        "--output, named <output>.rejects.<ext>)."),
@@ -22,44 +24,49 @@ def score(
                                    help="Rows per chunk; memory stays bounded by it."),
 ) -> None:
     """Score a whole customer table in chunks. Every output row carries the model version;
-    rows that break the data contract go to the rejects file with the reason, never dropped."""
-    from kernel.ingest import iter_table
+    rows that break the data contract go to the rejects file with the reason, never dropped.
+    All or nothing: scores and rejects are written to a temporary file or staging table and
+    replace the destinations only at the end."""
+    from kernel.ingest import TableWriter, iter_table
     from kernel.store import resolve_entry
-    from service.scoring import Scorer, ScoreReport, TableWriter, score_chunks
+    from service.scoring import Scorer, ScoreReport, score_chunks
 
     entry = resolve_entry(model)
     scorer = Scorer(entry)
     rejects = rejects or _beside(output)
-    scored_out, rejects_out = TableWriter(output), TableWriter(rejects)
     report = ScoreReport()
     total = _count_rows(input)
-    chunks = score_chunks(iter_table(input, chunk_rows), scorer)
-    label = f"scoring with {entry.tag}"
-    # Rows when the total is known up front (Parquet footer, CSV line count), chunks otherwise.
-    bar = (typer.progressbar(length=total, label=label, show_pos=True) if total
-           else typer.progressbar(chunks, label=f"{label} (chunks)", show_pos=True))
-    with bar as progress:
-        for scored, rejected in (chunks if total else progress):
-            scored_out.write(scored)
-            if len(rejected):
-                rejects_out.write(rejected)
-            report.chunks += 1
-            report.scored += len(scored)
-            report.rejected += len(rejected)
-            report.high_risk += int((scored["risk_level"] == "HIGH").sum())
-            if total:
-                progress.update(len(scored) + len(rejected))
-    scored_out.close()
-    rejects_out.close()
-    if not rejects_out.started:  # an empty rejects file says "checked, none" explicitly
-        import pandas as pd
+    # Opened (connected, folder created) before the first row is read: an unreachable or
+    # unwritable destination fails in seconds, not after the whole table was scored.
+    with TableWriter(output) as scored_out, TableWriter(rejects) as rejects_out:
+        chunks = score_chunks(iter_table(input, chunk_rows), scorer)
+        label = f"scoring with {entry.tag}"
+        # Rows when the total is known up front (Parquet footer, CSV line count), chunks
+        # otherwise.
+        bar = (typer.progressbar(length=total, label=label, show_pos=True) if total
+               else typer.progressbar(chunks, label=f"{label} (chunks)", show_pos=True))
+        with bar as progress:
+            for scored, rejected in (chunks if total else progress):
+                scored_out.write(scored)
+                if len(rejected):
+                    rejects_out.write(rejected)
+                report.chunks += 1
+                report.scored += len(scored)
+                report.rejected += len(rejected)
+                report.high_risk += int((scored["risk_level"] == "HIGH").sum())
+                if total:
+                    progress.update(len(scored) + len(rejected))
+        if not rejects_out.started:  # an empty rejects table says "checked, none" explicitly
+            import pandas as pd
 
-        rejects_out.write(pd.DataFrame({"reject_reason": pd.Series(dtype=str)}))
-        rejects_out.close()
+            rejects_out.write(pd.DataFrame({"reject_reason": pd.Series(dtype=str)}))
+        # Scores last: new scores in place imply their rejects are too.
+        rejects_out.commit()
+        scored_out.commit()
     report.rows = report.scored + report.rejected
     typer.echo(f"scored {report.scored} of {report.rows} rows with {entry.tag} "
-               f"({report.high_risk} HIGH) -> {output}")
-    typer.echo(f"rejected {report.rejected} rows (contract broken) -> {rejects}")
+               f"({report.high_risk} HIGH) -> {scored_out.shown}")
+    typer.echo(f"rejected {report.rejected} rows (contract broken) -> {rejects_out.shown}")
 
 
 def _beside(output: str) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from kernel.yaml_model import load_yaml_model
+from service.inference_log import MAX_FLUSH_SECONDS, MAX_ROTATE_BYTES, MAX_ROTATE_SECONDS
 
 CONFIG_ENV = "CHURN_SERVICE_CONFIG"
 DEFAULT_CONFIG = Path("configs/service.yaml")
@@ -32,16 +33,22 @@ class BatchingConfig(_Section):
 
 
 class InferenceLogConfig(_Section):
-    """The durable log of served predictions that drift detection reads."""
+    """The durable log of served predictions that drift detection reads. Retention and
+    compaction of the files are the monitoring side's (configs/monitoring.yaml, log_retention):
+    the caps below are what lets a compactor know a file is closed (service/inference_log.py)."""
 
     enabled: bool = True
     directory: Path | None = Field(
         None, description="default: $CHURN_HOME/inference_log (CHURN_HOME defaults to .churn)"
     )
     sample_rate: float = Field(1.0, ge=0, le=1, description="share of predictions logged")
-    rotate_bytes: int = Field(64 * 2**20, ge=1024, description="start a new file past this size")
-    rotate_seconds: float = Field(3600, gt=0, description="start a new file after this long")
-    flush_seconds: float = Field(1.0, gt=0, description="buffered records reach disk this often")
+    rotate_bytes: int = Field(64 * 2**20, ge=1024, le=MAX_ROTATE_BYTES,
+                              description="start a new file past this size")
+    rotate_seconds: float = Field(
+        300, gt=0, le=MAX_ROTATE_SECONDS, description="start a new file after this long; a "
+        "file is compacted once closed, so this is also how long records stay JSON lines")
+    flush_seconds: float = Field(1.0, gt=0, le=MAX_FLUSH_SECONDS,
+                                 description="buffered records reach disk this often")
     queue_rows: int = Field(
         1_000_000, ge=1000, description="rows waiting for the writer; beyond it rows are "
         "dropped and counted, so a stuck disk never blocks a request"
@@ -64,6 +71,9 @@ class ServiceConfig(_Section):
     max_batch_rows: int = Field(10_000, ge=1, description="customers per /predict_batch call")
     max_body_bytes: int = Field(16 * 2**20, ge=1024, description="larger bodies answer 413")
     timeout_seconds: float = Field(60, gt=0, description="BentoML request timeout")
+    max_in_flight: int | None = Field(
+        256, ge=1, description="requests being served per worker beyond which new ones are "
+        "shed with 429 (counted), so latency stays bounded under overload; null = unbounded")
     access_log: bool = Field(True, description="one JSON line per request (with request id)")
     batching: BatchingConfig = BatchingConfig()
     inference_log: InferenceLogConfig = InferenceLogConfig()

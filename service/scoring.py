@@ -12,13 +12,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from kernel.contract import DataContract, split_valid_rows
 from kernel.features import ContractTyping, DerivedFeatures
+from kernel.ingest import TableWriter  # noqa: F401 - table writing lives in kernel.ingest
 from kernel.store import ModelEntry
 
 logger = logging.getLogger("churn.service.scoring")
@@ -237,57 +237,10 @@ def score_chunks(chunks: Iterator[pd.DataFrame], scorer: Scorer
             out["risk_level"] = scores.risk_level
             out["unseen_categories"] = [",".join(u) for u in scores.unseen]
         else:
-            for column in ("churn_probability", "will_churn", "risk_level", "unseen_categories"):
-                out[column] = pd.Series(dtype=object)
+            # Typed even when empty: a SQL destination's columns are created from the first chunk.
+            for column, dtype in (("churn_probability", float), ("will_churn", bool),
+                                  ("risk_level", object), ("unseen_categories", object)):
+                out[column] = pd.Series(dtype=dtype)
         out["model_version"] = scorer.version
         out["model_tag"] = scorer.tag
         yield out, rejects
-
-
-class TableWriter:
-    """Appends chunks to a .csv, .parquet or SQL (``url#table``) destination as they come, so
-    memory stays bounded by the chunk size. An existing file or table is replaced."""
-
-    def __init__(self, destination: str | Path):
-        self.destination = str(destination)
-        self._parquet = None
-        self._started = False
-
-    def write(self, frame: pd.DataFrame) -> None:
-        from kernel.ingest import _split_sql, is_sql_source
-
-        if is_sql_source(self.destination):
-            import sqlalchemy as sa
-
-            url, table = _split_sql(self.destination)
-            engine = sa.create_engine(url)
-            try:
-                frame.to_sql(table, engine, if_exists="append" if self._started else "replace",
-                             index=False, chunksize=50_000)
-            finally:
-                engine.dispose()
-        else:
-            path = Path(self.destination)
-            if not self._started:
-                path.parent.mkdir(parents=True, exist_ok=True)
-            if path.suffix.lower() in {".parquet", ".pq"}:
-                import pyarrow as pa
-                import pyarrow.parquet as pq
-
-                table = pa.Table.from_pandas(frame, preserve_index=False)
-                if self._parquet is None:
-                    self._parquet = pq.ParquetWriter(path, table.schema)
-                self._parquet.write_table(table.cast(self._parquet.schema))
-            else:
-                frame.to_csv(path, mode="a" if self._started else "w", header=not self._started,
-                             index=False)
-        self._started = True
-
-    def close(self) -> None:
-        if self._parquet is not None:
-            self._parquet.close()
-            self._parquet = None
-
-    @property
-    def started(self) -> bool:
-        return self._started

@@ -66,6 +66,21 @@ def trained_entry(training_csv: Path, contract, fast_config, churn_home: Path):
     return load_entry(summary.model_tag)
 
 
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL cluster (the real server, fsync off) in a temp dir on a free
+    port, for the whole session; started on first use (~2 s), stopped at the end."""
+    import shutil
+
+    from training.mlflow_server import start_postgres
+
+    root = Path(tempfile.mkdtemp(prefix="churn-pg-"))
+    root.chmod(0o755)  # the server runs as the `postgres` user when the tests run as root
+    with start_postgres(root, durable=False) as cluster:
+        yield cluster
+    shutil.rmtree(root, ignore_errors=True)
+
+
 # A test that needs one of these is an integration test (a real process, or the trained model).
 INTEGRATION_FIXTURES = frozenset({
     "trained_entry", "service_module", "server", "pushgateway", "bodies", "churn",

@@ -12,6 +12,12 @@ import typer
 DEFAULT_CONTRACT = Path("configs/streaming_churn.contract.yaml")
 DEFAULT_TRAIN_CONFIG = Path("configs/train.yaml")
 
+MLFLOW_URI_HELP = (
+    "MLflow tracking URI: a shared server (http://host:5000, see `churn mlflow-server`) or a "
+    "database URL; overrides mlflow_tracking_uri in the training config. Credentials come "
+    "from MLFLOW_TRACKING_USERNAME/PASSWORD or PGPASSWORD/~/.pgpass, never the URL."
+)
+
 DATA_HELP = (
     "CSV or Parquet path, or a SQLAlchemy URL with a table or query after '#', "
     "e.g. sqlite:///.churn/data/customers.db#customers"
@@ -39,13 +45,14 @@ def generate(
         "drift) or keep the undrifted relation between features and churn (pure covariate shift)."),
 ) -> None:
     """Write the embedded synthetic streaming-service customer table."""
-    from kernel.ingest import write_table
+    from kernel.ingest import mask_url, write_table
     from training.generate import GeneratorConfig, generate_customers
 
     frame = generate_customers(GeneratorConfig(rows=rows, seed=seed, churn_rate=churn_rate,
                                                drifted=drifted, keep_churn_rate=keep_churn_rate))
     write_table(frame, output)
-    typer.echo(f"wrote {len(frame)} customers ({frame['churned'].mean():.1%} churn) to {output}")
+    typer.echo(f"wrote {len(frame)} customers ({frame['churned'].mean():.1%} churn) to "
+               f"{mask_url(output)}")
 
 
 def validate(
@@ -81,6 +88,7 @@ def train(
                                         "precision, recall, threshold, model_tag, promoted...)."),
     budget: float | None = typer.Option(None, help="Override search_budget_seconds: tuning "
                                         "time after the first round of candidates."),
+    mlflow_uri: str | None = typer.Option(None, "--mlflow-uri", help=MLFLOW_URI_HELP),
 ) -> None:
     """Validate, train, evaluate on the held-out split, track in MLflow, save to the BentoML
     store and promote if the model beats the champion. Exit 2 on any failure (nothing saved)."""
@@ -93,10 +101,15 @@ def train(
     settings = TrainConfig.from_yaml(config if config.exists() else None)
     if budget is not None:
         settings = settings.model_copy(update={"search_budget_seconds": budget})
-    from kernel.paths import churn_home
+    if mlflow_uri:
+        settings = settings.model_copy(update={"mlflow_tracking_uri": mlflow_uri})
+    from kernel.paths import churn_home, default_mlflow_uri
+    from training import tracking
 
     home = churn_home()
     home.mkdir(parents=True, exist_ok=True)
+    # Minutes of training must not end in an unreachable registry.
+    tracking.check_reachable(settings.mlflow_tracking_uri or default_mlflow_uri())
     result = train_and_register(data, spec, settings, home.resolve())
     if summary:
         summary.parent.mkdir(parents=True, exist_ok=True)
@@ -112,16 +125,35 @@ def train(
 def models(
     dataset: str | None = typer.Option(None, help="Only this dataset (contract name)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    registry: bool = typer.Option(
+        False, "--registry", help="Also ask each model's MLflow registry whether its "
+        "`champion` alias points at the model (imports MLflow: a few seconds)."),
+    mlflow_uri: str | None = typer.Option(
+        None, "--mlflow-uri", help="Ask this MLflow registry instead of the one each model "
+        "was registered in (implies --registry), e.g. http://mlflow.internal:5000."),
 ) -> None:
-    """List models in the store: tag, stage, algorithm, test metrics, decision."""
+    """List models in the store: tag, stage, algorithm, test metrics, decision, and the MLflow
+    registry version (`@champion` when the registry's alias points at it, with --registry)."""
     from kernel.store import list_entries
 
     entries = list_entries(dataset)
-    rows = [{"tag": e.tag, "stage": e.stage, "algorithm": e.metadata.algorithm,
-             "roc_auc": round(e.metadata.metrics.roc_auc, 4),
-             "pr_auc": round(e.metadata.metrics.pr_auc, 4),
-             "threshold": round(e.metadata.threshold, 4), "trained_at": e.metadata.trained_at,
-             "decision": e.metadata.decision} for e in entries]
+    aliases = _mlflow_champions(entries, mlflow_uri) if registry or mlflow_uri else {}
+    rows = []
+    for e in entries:
+        uri = mlflow_uri or e.metadata.mlflow_tracking_uri
+        alias = aliases.get((uri, e.metadata.dataset), "unknown")
+        rows.append({
+            "tag": e.tag, "stage": e.stage, "algorithm": e.metadata.algorithm,
+            "roc_auc": round(e.metadata.metrics.roc_auc, 4),
+            "pr_auc": round(e.metadata.metrics.pr_auc, 4),
+            "threshold": round(e.metadata.threshold, 4), "trained_at": e.metadata.trained_at,
+            "decision": e.metadata.decision,
+            "mlflow_version": e.metadata.mlflow_model_version,
+            # The alias names a version *and* its run: a same-numbered version of another
+            # registry is not this model. None: the registry was not (or could not be) asked.
+            "mlflow_champion": None if alias == "unknown" else alias == (
+                e.metadata.mlflow_model_version, e.metadata.mlflow_run_id),
+        })
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -129,19 +161,48 @@ def models(
         typer.echo("no churn models in the store yet: run `churn train`")
         return
     for r in rows:
+        mlflow_column = f"mlflow v{r['mlflow_version']}" if r["mlflow_version"] else "mlflow -"
+        if r["mlflow_champion"]:
+            mlflow_column += " @champion"
         typer.echo(f"{r['tag']:<40} {r['stage']:<10} {r['algorithm']:<13} "
-                   f"roc_auc {r['roc_auc']:.4f}  pr_auc {r['pr_auc']:.4f}  {r['trained_at']}")
+                   f"roc_auc {r['roc_auc']:.4f}  pr_auc {r['pr_auc']:.4f}  {r['trained_at']}  "
+                   f"{mlflow_column}")
+
+
+def _mlflow_champions(entries: list, override: str | None) -> dict:
+    """{(tracking uri, dataset): (version, run id) of its champion alias, or None}; a registry
+    that cannot be reached is left out, with one warning line."""
+    from training import tracking
+
+    wanted = {(override or e.metadata.mlflow_tracking_uri, e.metadata.dataset)
+              for e in entries if override or e.metadata.mlflow_tracking_uri}
+    found: dict = {}
+    unreachable: set[str] = set()
+    for uri, name in sorted(wanted):
+        if uri in unreachable:
+            continue
+        try:
+            tracking.check_reachable(uri)
+            found[(uri, name)] = tracking.get_champion_version(uri, name)
+        except Exception as exc:  # noqa: BLE001 - the listing still shows the store
+            unreachable.add(uri)
+            typer.echo(f"warning: MLflow registry not read ({' '.join(str(exc).split())[:200]})",
+                       err=True)
+    return found
 
 
 def promote_cmd(
     tag: str = typer.Argument(..., help="Model tag name:version to make champion."),
+    mlflow_uri: str | None = typer.Option(
+        None, "--mlflow-uri", help="Registry whose `champion` alias follows (default: the one "
+        "the model was registered in)."),
 ) -> None:
     """Make a model the champion by hand (e.g. after a contract change the gate cannot judge)."""
     from kernel.store import load_entry
     from training.promote import promote_champion
 
     entry = load_entry(tag)
-    promote_champion(entry.tag, "promoted by hand with `churn promote`")
+    promote_champion(entry.tag, "promoted by hand with `churn promote`", mlflow_uri)
     typer.echo(f"{entry.tag} is now the champion of {entry.metadata.dataset}")
 
 
@@ -151,3 +212,6 @@ def register(app: typer.Typer) -> None:
     app.command("train")(train)
     app.command("models")(models)
     app.command("promote")(promote_cmd)
+    from training.mlflow_server import mlflow_server
+
+    app.command("mlflow-server")(mlflow_server)

@@ -35,6 +35,9 @@ class TrainConfig(BaseModel):
     leakage_auc: float = Field(
         0.97, gt=0.5, le=1, description="a single feature this predictive is reported as leakage"
     )
+    leakage_action: Literal["refuse", "warn"] = Field(
+        "refuse", description="refuse: such a feature stops training before anything is "
+        "registered; warn: log it and go on")
     mlflow_tracking_uri: str | None = Field(
         None, description="default: sqlite:///$CHURN_HOME/mlflow.db"
     )

@@ -11,7 +11,6 @@ from kernel.contract import QualityFloor
 from kernel.store import HoldoutMetrics
 
 log = logging.getLogger("churn.promote")
-CHAMPION_ALIAS = "champion"  # the MLflow alias that mirrors the store's champion label
 
 
 @dataclass(frozen=True)
@@ -62,40 +61,35 @@ def decide(
 
 class ChampionMirror:
     """The MLflow registry's ``champion`` alias of one registered model: a mirror of the model
-    store's champion label, so `mlflow` users see the same champion. Never read to decide."""
+    store's champion label, so MLflow users see the same champion. Never read to decide."""
 
     def __init__(self, tracking_uri: str, registered_name: str) -> None:
-        from mlflow.tracking import MlflowClient
-
-        self.client = MlflowClient(tracking_uri=tracking_uri)
         self.tracking_uri, self.registered_name = tracking_uri, registered_name
 
     def current(self) -> str | None:
         """The version the alias points at now (None when there is no alias)."""
-        from mlflow.exceptions import MlflowException
+        from training import tracking
 
-        try:
-            return str(self.client.get_model_version_by_alias(
-                self.registered_name, CHAMPION_ALIAS).version)
-        except MlflowException as exc:
-            if "RESOURCE_DOES_NOT_EXIST" in str(exc.error_code) or "not found" in str(exc):
-                return None
-            raise
+        found = tracking.get_champion_version(self.tracking_uri, self.registered_name)
+        return found[0] if found else None
 
     def point_to(self, version: str | None) -> None:
         """Move the alias to ``version``; None removes it."""
+        from training import tracking
+
         if version is None:
-            self.client.delete_registered_model_alias(self.registered_name, CHAMPION_ALIAS)
+            tracking.remove_champion(self.tracking_uri, self.registered_name)
         else:
-            self.client.set_registered_model_alias(self.registered_name, CHAMPION_ALIAS, version)
+            tracking.set_champion(self.tracking_uri, self.registered_name, version)
 
 
-def promote_champion(tag: str, decision: str) -> list[str]:
+def promote_champion(tag: str, decision: str, tracking_uri: str | None = None) -> list[str]:
     """Make ``tag`` the champion: the model store label (the source of truth, what the service
     and the jobs read) and the MLflow alias (its mirror) change in one step, or neither does.
 
-    The mirror is written first, since a remote tracking server is what most often fails; then
-    the store (``kernel.store.promote`` undoes its own partial relabelling); if the store fails,
+    ``tracking_uri`` overrides the registry the entry recorded (which has no password). The
+    mirror is written first, since a remote tracking server is what most often fails; then the
+    store (``kernel.store.promote`` undoes its own partial relabelling); if the store fails,
     the alias goes back to where it pointed. Returns the tags of the retired champions.
     Raises whatever failed, after the rollback.
     """
@@ -103,8 +97,9 @@ def promote_champion(tag: str, decision: str) -> list[str]:
 
     entry = load_entry(tag)
     meta = entry.metadata
-    mirror = (ChampionMirror(meta.mlflow_tracking_uri, meta.dataset)
-              if meta.mlflow_tracking_uri and meta.mlflow_model_version else None)
+    registry = tracking_uri or meta.mlflow_tracking_uri
+    mirror = (ChampionMirror(registry, meta.dataset)
+              if registry and meta.mlflow_model_version else None)
     before = mirror.current() if mirror else None
     if mirror:
         mirror.point_to(meta.mlflow_model_version)
@@ -115,6 +110,6 @@ def promote_champion(tag: str, decision: str) -> list[str]:
             try:
                 mirror.point_to(before)
             except Exception as undo:  # noqa: BLE001 - report both, raise the original
-                log.error("could not move the MLflow alias %r of %s back to %s: %s",
-                          CHAMPION_ALIAS, meta.dataset, before, undo)
+                log.error("could not move the MLflow champion alias of %s back to %s: %s",
+                          meta.dataset, before, undo)
         raise

@@ -39,6 +39,10 @@ SERVING_PACKAGES = ["scikit-learn", "xgboost-cpu", "pandas", "numpy", "joblib", 
                     "pyyaml"]
 
 
+class LeakageSuspected(ValueError):
+    """A feature separates the classes almost perfectly on its own: refused before training."""
+
+
 class TrainingSummary(HoldoutMetrics):
     """What `churn train --summary` writes: the holdout metrics, flat, and what became of them."""
 
@@ -124,6 +128,12 @@ def train_and_register(
     for column, auc in suspects.items():
         log.warning('feature "%s" alone has ROC-AUC %.3f: check it is known before churn '
                     "(leakage?)", column, auc)
+    if suspects and config.leakage_action == "refuse":
+        named = ", ".join(f'"{c}" (ROC-AUC {auc:.3f})' for c, auc in suspects.items())
+        raise LeakageSuspected(
+            f"feature(s) {named} alone predict {contract.target.column!r} at or above "
+            f"leakage_auc {config.leakage_auc}: such a column is usually known only after the "
+            "outcome; add it to the contract's drop list (or set leakage_action: warn)")
 
     fitted = select_model(X_train, y_train, contract, config)
     test_probability = fitted.model.predict_proba(X_test)
@@ -149,9 +159,10 @@ def train_and_register(
     reference[PROBABILITY_COLUMN] = fitted.oof_probability[keep]
     reference[contract.target.column] = y_train[keep]
 
+    from kernel.paths import default_mlflow_uri
     from training import tracking
 
-    tracking_uri = config.mlflow_tracking_uri or f"sqlite:///{home / 'mlflow.db'}"
+    tracking_uri = config.mlflow_tracking_uri or default_mlflow_uri(home)
     run_name = f"{contract.name}-{fitted.candidate.name}"
     with tracking.tracked_run(tracking_uri, config.mlflow_experiment, home / "mlruns",
                               run_name) as run:
@@ -200,13 +211,13 @@ def train_and_register(
                 library_versions=library_versions(),
                 mlflow_run_id=run.info.run_id,
                 mlflow_model_version=mlflow_version,
-                mlflow_tracking_uri=tracking_uri,
+                mlflow_tracking_uri=tracking.stored_uri(tracking_uri),
                 decision=gate.reason,
             )
             entry = save_entry(fitted.model, contract, metadata, reference, stage="challenger")
             mlflow.set_tag("bentoml_tag", entry.tag)
             if gate.promote:
-                promote_champion(entry.tag, gate.reason)
+                promote_champion(entry.tag, gate.reason, tracking_uri)
                 stage = "champion"
             else:
                 set_stage(entry.tag, "rejected", gate.reason)
@@ -214,7 +225,7 @@ def train_and_register(
         except BaseException:
             if entry is not None:
                 delete_entry(entry.tag)
-            tracking.delete_version(contract.name, mlflow_version)
+            tracking.delete_version(tracking_uri, contract.name, mlflow_version)
             raise
         if champ_tag:
             log.info("previous champion: %s", champ_tag)

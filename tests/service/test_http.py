@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.inference_log import read_inference_log
+from service.inference_log import LogFileName, read_inference_log
 from tests.servers import frame_of
 
 pytestmark = pytest.mark.integration
@@ -182,5 +182,5 @@ def test_sigterm_writes_every_prediction_to_the_inference_log(server, bodies):
     log = read_inference_log(server.log_dir)
     assert len(log) == served  # everything the module's server answered, not just this test's
     assert {f"last-{i}" for i in range(300)} <= set(log["request_id"])
-    writers = {p.stem.split("-")[-2] for p in server.log_dir.glob("inferences-*")}
-    assert len(writers) == 2, "both workers served and flushed their own file"
+    pids = {LogFileName.parse(p.name).pid for p in server.log_dir.glob("inferences-*.jsonl")}
+    assert len(pids) == 2, "both workers served and flushed their own file"

@@ -1,13 +1,26 @@
-"""The inference log: complete after close, rotated, sampled, readable while being written."""
+"""The inference log: complete after close, rotated, sampled, readable while being written;
+files named per host and pid, sealed when closed, never written after their age."""
 
 from __future__ import annotations
 
+import os
+import time
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import orjson
+import pytest
 
-from service.inference_log import InferenceLogWriter, LogBlock, read_inference_log, utc_timestamp
+from service.config import InferenceLogConfig
+from service.inference_log import (
+    UNSEALED_CLOSED_AFTER,
+    InferenceLogWriter,
+    LogBlock,
+    LogFileName,
+    list_log_files,
+    read_inference_log,
+    utc_timestamp,
+)
 
 
 def _block(n: int, request_id: str = "r1", timestamp: str | None = None) -> LogBlock:
@@ -52,7 +65,9 @@ def test_rotates_by_size_and_never_reopens_a_file(tmp_path):
     writer.close()
     files = sorted(tmp_path.glob("inferences-*.jsonl"))
     assert len(files) >= 5
-    assert len({f.name.split("-")[2] for f in files}) == 1  # one pid
+    names = [LogFileName.parse(f.name) for f in files]
+    assert {(n.host, n.pid) for n in names} == {(writer.host, os.getpid())}
+    assert sorted(n.number for n in names) == list(range(1, len(files) + 1))
     assert len(read_inference_log(tmp_path)) == 1000
 
 
@@ -80,6 +95,7 @@ def test_reader_skips_a_truncated_last_line_and_filters_time(tmp_path):
     writer.log(_block(10, timestamp=now.isoformat()))
     writer.close()
     (path,) = tmp_path.glob("inferences-*.jsonl")
+    path.chmod(0o644)  # unseal: as if the writer had crashed mid-line
     with path.open("ab") as handle:
         handle.write(orjson.dumps({"timestamp": now.isoformat()})[:-5])  # a crash mid-line
     assert len(read_inference_log(tmp_path)) == 20
@@ -87,3 +103,95 @@ def test_reader_skips_a_truncated_last_line_and_filters_time(tmp_path):
     assert len(read_inference_log(tmp_path, end=now - timedelta(minutes=1))) == 10
     assert len(read_inference_log(tmp_path, end=now - timedelta(hours=1))) == 0
     assert read_inference_log(tmp_path / "nothing").empty
+
+
+def test_file_names_carry_the_pod_name_even_with_hyphens_and_old_names_still_parse(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv("POD_NAME", "churn-service-7d9f8b-x2k9p")
+    writer = _writer(tmp_path)
+    writer.log(_block(10))
+    writer.close()
+    (path,) = tmp_path.glob("inferences-*.jsonl")
+    name = LogFileName.parse(path.name)
+    assert (name.host, name.pid, name.number, name.form) == (
+        "churn-service-7d9f8b-x2k9p", os.getpid(), 1, "jsonl")
+    assert abs(name.opened - datetime.now(UTC)) < timedelta(minutes=1)
+
+    monkeypatch.setenv("POD_NAME", "web 1/../x")  # one path segment whatever the variable
+    assert _writer(tmp_path).host == "web_1_.._x"
+    # A StatefulSet pod ends in digits; names of the pid-only era have no host at all.
+    assert LogFileName.parse("inferences-20261130T120000-churn-0-17-3.parquet").host == "churn-0"
+    old = LogFileName.parse("inferences-20261130T120000-4242-7.jsonl")
+    assert (old.host, old.pid, old.number) == ("", 4242, 7)
+    assert LogFileName.parse("inferences-20261130T120000-4242.jsonl") is None
+    assert LogFileName.parse(".inferences-20261130T120000-h-1-1.parquet.h-1.tmp") is None
+
+
+def test_two_writers_with_one_host_and_pid_never_share_a_file(tmp_path):
+    """A restarted container gets the same pod name and often the same pid: the name is
+    created exclusively, so the second writer takes the next number instead of appending."""
+    first, second = _writer(tmp_path, host="pod-a"), _writer(tmp_path, host="pod-a")
+    first.log(_block(10, request_id="first"))
+    second.log(_block(10, request_id="second"))
+    first.close()
+    second.close()
+    files = list_log_files(tmp_path)
+    assert len(files) == 2
+    for log_file in files:
+        ids = {orjson.loads(line)["request_id"]
+               for line in log_file.json_path.read_bytes().splitlines()}
+        assert len(ids) == 1  # each file holds one writer's records only
+    assert len(read_inference_log(tmp_path)) == 20
+
+
+def test_a_file_is_sealed_when_closed_by_age_even_without_traffic(tmp_path):
+    writer = _writer(tmp_path, rotate_seconds=0.6, flush_seconds=0.1)
+    writer.log(_block(10))
+    time.sleep(0.3)
+    (open_file,) = list_log_files(tmp_path)
+    assert not open_file.sealed and not open_file.closed(datetime.now(UTC))
+    time.sleep(1.0)  # no traffic: the flush tick alone closes the file
+    (closed_file,) = list_log_files(tmp_path)
+    assert closed_file.sealed and closed_file.closed(datetime.now(UTC))
+    writer.log(_block(5))
+    writer.close()
+    assert len(list_log_files(tmp_path)) == 2  # a later record opens a new file
+    assert len(read_inference_log(tmp_path)) == 15
+    # A writer that died before sealing: its file counts as closed once older than any
+    # writer may keep a file open.
+    assert open_file.closed(open_file.name.opened + UNSEALED_CLOSED_AFTER)
+
+
+def test_a_file_deleted_while_open_is_not_written_to_again(tmp_path):
+    writer = _writer(tmp_path, flush_seconds=0.1)
+    writer.log(_block(10))
+    time.sleep(0.4)
+    (first,) = tmp_path.glob("inferences-*.jsonl")
+    first.unlink()  # by hand, or a compactor told the wrong age
+    writer.log(_block(7))
+    writer.close()
+    assert len(read_inference_log(tmp_path)) == 7  # the later records are in a new file
+
+
+def test_dates_in_text_fields_stay_text(tmp_path):
+    """Arrow's JSON reader would take "2025-01-01" for a date; JSON has no dates."""
+    writer = _writer(tmp_path)
+    block = _block(4)
+    block.customer_ids = ["2025-01-01", "2025-01-02", "2025-01-03", "c4"]
+    block.features["region"] = np.array(["2025-01-01"] * 4, dtype=object)
+    block.unseen = [("2025-01-01",)] * 4
+    writer.log(block)
+    writer.close()
+    frame = read_inference_log(tmp_path)
+    assert frame["customer_id"].tolist() == ["2025-01-01", "2025-01-02", "2025-01-03", "c4"]
+    assert frame["region"].tolist() == ["2025-01-01"] * 4
+    assert frame["unseen_categories"].tolist() == [["2025-01-01"]] * 4
+
+
+def test_writer_settings_are_capped_so_closed_files_can_be_known():
+    with pytest.raises(ValueError, match="rotate_seconds"):
+        InferenceLogConfig(rotate_seconds=7200)
+    with pytest.raises(ValueError, match="flush_seconds"):
+        InferenceLogConfig(flush_seconds=120)
+    assert InferenceLogConfig().rotate_seconds == 300
