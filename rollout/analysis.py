@@ -113,11 +113,11 @@ class _Series:
     def predictions(self) -> str:
         return self.increase("churn_predictions_total")
 
-    def status_ratio_pp(self, code_regex: str) -> str:
+    def status_ratio_pp(self, *codes: str) -> str:
         # No series until the first such status: "or vector(0)" makes that a 0, not no data
         # (the denominator still is no data when the track has no requests at all).
-        failed = self.requests(f"code=~{_quote(code_regex)}")
-        return f"100 * ({failed} or vector(0)) / {self.requests()}"
+        counted = self.requests(*codes)
+        return f"100 * ({counted} or vector(0)) / {self.requests()}"
 
     def latency_quantile(self, quantile: float, endpoint: str) -> str:
         buckets = (f"sum by (le) (increase(churn_request_duration_seconds_bucket"
@@ -195,8 +195,13 @@ def checks(settings: AnalysisSettings, window: str | None = None) -> list[Check]
         floor = number(settings.latency_floor_seconds)
         return f"({build(c)})\n/ clamp_min({build(s)}, {floor})"
 
-    def error_ratio(code):
-        return lambda t: t.status_ratio_pp(code)
+    def status_ratio(*codes):
+        return lambda t: t.status_ratio_pp(*codes)
+
+    # 429 is the service shedding load (max_in_flight), not the client's input: it counts
+    # with the failures. Everything else in 4xx is input refused by the contract.
+    failed, rejected = status_ratio('code=~"5..|429"'), status_ratio('code=~"4.."',
+                                                                     'code!="429"')
 
     def quantile(q):
         return lambda t: t.latency_quantile(q, settings.latency_endpoint)
@@ -211,11 +216,12 @@ def checks(settings: AnalysisSettings, window: str | None = None) -> list[Check]
     endpoint = settings.latency_endpoint
     return [
         requests,
-        limit("error_5xx", "5xx ratio", "pp", settings.max_5xx_increase_pp,
-              tracks(error_ratio("5..")), difference(error_ratio("5..")), requests,
-              "server errors per 100 requests, canary minus stable"),
-        limit("rejected_4xx", "4xx ratio (rejected input)", "pp", settings.max_4xx_increase_pp,
-              tracks(error_ratio("4..")), difference(error_ratio("4..")), requests,
+        limit("failed_requests", "failed requests (5xx, 429 shed)", "pp",
+              settings.max_failed_increase_pp, tracks(failed), difference(failed), requests,
+              "requests the service failed or shed per 100, canary minus stable"),
+        limit("rejected_input", "rejected input (4xx but 429)", "pp",
+              settings.max_rejected_increase_pp, tracks(rejected), difference(rejected),
+              requests,
               "requests refused as bad input per 100, canary minus stable: the same clients "
               "send the same data to both, so a rise means the canary rejects what stable takes"),
         limit("latency_p95", f"/{endpoint} p95 latency", "x", settings.max_p95_latency_ratio,

@@ -56,8 +56,10 @@ class AnalysisSettings(_Section):
                               "each track, else they are inconclusive")
     min_predictions: int = Field(500, ge=1, description="prediction checks need this many "
                                  "scored customers on each track, else inconclusive")
-    max_5xx_increase_pp: float = Field(1.0, ge=0, description="5xx ratio, percentage points")
-    max_4xx_increase_pp: float = Field(2.0, ge=0, description="4xx (rejected input) ratio, pp")
+    max_failed_increase_pp: float = Field(
+        1.0, ge=0, description="requests failed (5xx) or shed as overload (429) per 100, pp")
+    max_rejected_increase_pp: float = Field(
+        2.0, ge=0, description="requests refused as bad input (4xx but 429) per 100, pp")
     latency_endpoint: str = Field("predict", description="endpoint label of the latency checks")
     latency_floor_seconds: float = Field(
         0.02, gt=0, description="stable latency below this counts as this: a 2 ms -> 4 ms "
@@ -93,7 +95,7 @@ class KubernetesSettings(_Section):
     namespace: str | None = Field(None, description="None = the context's namespace")
     stable: str = "churn-serve"
     canary: str = "churn-serve-canary"
-    container: str = Field("service", description="the serving container of both Deployments")
+    container: str = Field("churn-serve", description="the serving container of both Deployments")
     model_env: str = "CHURN_MODEL_TAG"
     rollout_timeout: str = Field("10m", description="kubectl rollout status --timeout")
     # Argo Rollouts: where the AnalysisTemplate's queries go (the in-cluster Prometheus).

@@ -92,12 +92,12 @@ def annotate(name: str, annotations: dict[str, str]) -> Call:
                 local=_twin("annotate", "--overwrite", *pairs))
 
 
-def restart(name: str, at: str) -> Call:
-    # What `kubectl rollout restart` does: a new template annotation, so new pods.
-    twin = _merge_patch_twin({"spec": {"template": {"metadata": {"annotations": {
-        RESTARTED_AT: at}}}}})
-    return Call(("rollout", "restart", f"deployment/{name}"),
-                f"{name}: new pods read the new model", "deployment", name, local=twin)
+def patch_deployment(name: str, patch: dict, what: str) -> Call:
+    """A strategic merge patch: containers and env entries merge by name, so one call can
+    change a container's image, an env var and the pod labels in one rollout."""
+    text = json.dumps(patch, sort_keys=True)
+    return Call(("patch", f"deployment/{name}", "--type", "strategic", "-p", text), what,
+                "deployment", name, local=_twin("patch", "--type", "strategic", "-p", text))
 
 
 def rollout_status(name: str, timeout: str) -> Call:

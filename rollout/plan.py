@@ -16,6 +16,10 @@ from dataclasses import dataclass, field
 from rollout import kubectl as k
 from rollout.config import KubernetesSettings
 
+# The pod label the monitoring component sets from the model tag and the ServiceMonitor copies
+# onto every series (k8s/components/monitoring): it must follow the model stable serves.
+VERSION_LABEL = "model_version"
+
 
 class PlanError(ValueError):
     """The Deployments are not in a state the command can act on."""
@@ -40,6 +44,7 @@ class Workload:
     replicas: int
     ready: int
     annotations: dict[str, str] = field(default_factory=dict)
+    pod_labels: dict[str, str] = field(default_factory=dict)  # of the pod template
 
     @property
     def serves(self) -> str:
@@ -73,7 +78,9 @@ def read_workload(deployment: dict, settings: KubernetesSettings,
     return Workload(name=name, image=container.get("image", ""), model=model,
                     replicas=int(deployment["spec"].get("replicas", 1)),
                     ready=int(status.get("readyReplicas", 0)),
-                    annotations=dict(deployment["metadata"].get("annotations", {})))
+                    annotations=dict(deployment["metadata"].get("annotations", {})),
+                    pod_labels=dict(deployment["spec"]["template"]["metadata"].get("labels",
+                                                                                  {})))
 
 
 def canary_replicas(weight: int, stable_ready: int) -> int:
@@ -169,30 +176,46 @@ def promote_plan(settings: KubernetesSettings, stable: Workload, canary: Workloa
     """Make stable serve what the canary serves, in one rollout of stable.
 
     A new model is written where stable reads it: the ConfigMap key when its env var points
-    at one (the CronJobs read the same key, so the drift job follows the promoted model),
-    else the env var itself. A new image is set on the container; a model-only change
-    restarts the pods so they read the new key.
+    at one (the CronJobs read the same key, so the drift job follows the promoted model), else
+    the env var itself. Everything the pod template needs (image, a literal env var, the
+    ``model_version`` pod label the ServiceMonitor copies onto every series) changes in one
+    strategic patch; a model that only moved in the ConfigMap restarts the pods (the template
+    annotation ``kubectl rollout restart`` sets) so they read it.
     """
     if canary.replicas < 1:
         raise PlanError(f"no canary is running ({canary.name} has 0 replicas): start one first")
-    changes: list[k.Call] = []
-    undo_config: list[k.Call] = []
     model = canary.model.tag
     new_model = bool(model) and model != stable.model.tag
     new_image = canary.image != stable.image
+    config: list[k.Call] = []
+    undo_config: list[k.Call] = []
     if new_model and stable.model.configmap:
-        changes.append(k.patch_configmap(stable.model.configmap, stable.model.key or "",
-                                         model or ""))
+        config.append(k.patch_configmap(stable.model.configmap, stable.model.key or "",
+                                        model or ""))
         if stable.model.tag:
             undo_config.append(k.patch_configmap(stable.model.configmap,
                                                  stable.model.key or "", stable.model.tag))
+    container: dict = {}
     if new_image:
-        changes.append(k.set_image(stable.name, settings.container, canary.image))
+        container["image"] = canary.image
     if new_model and not stable.model.configmap:
-        changes.append(k.set_env(stable.name, settings.container, settings.model_env,
-                                 model or ""))
-    elif new_model and not new_image:
-        changes.append(k.restart(stable.name, at))
+        container["env"] = [{"name": settings.model_env, "value": model}]
+    metadata: dict = {}
+    if new_model and VERSION_LABEL in stable.pod_labels:
+        metadata["labels"] = {VERSION_LABEL: (model or "").partition(":")[2] or "champion"}
+    if config and not container and not metadata:
+        metadata["annotations"] = {k.RESTARTED_AT: at}
+    template: dict = {}
+    if metadata:
+        template["metadata"] = metadata
+    if container:
+        template["spec"] = {"containers": [{"name": settings.container, **container}]}
+    changes = [*config]
+    if template:
+        changes.append(k.patch_deployment(
+            stable.name, {"spec": {"template": template}},
+            f"{stable.name} serves model {model if new_model else stable.model.tag}, image "
+            f"{canary.image}"))
     summary = (f"stable now serves model {model if new_model else stable.model.tag}, image "
                f"{canary.image}" if changes else f"stable already serves {stable.serves}")
     wait_stable = k.rollout_status(stable.name, settings.rollout_timeout)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -17,7 +18,8 @@ from tests.monitoring.conftest import pushgateway  # noqa: F401
 REPO = Path(__file__).resolve().parents[2]
 KUBECTL = str(Path(sys.executable).with_name("kubectl"))
 OVERLAYS = sorted(p.parent for p in (REPO / "k8s" / "overlays").glob("*/kustomization.yaml"))
-POD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"}
+# Rollout: the argo-rollouts overlay runs the service pods with Argo Rollouts.
+POD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "Rollout"}
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,14 @@ class Manifests:
         """(owner, pod template) of every object that creates pods, CronJobs included."""
         pods = []
         for o in self.objects:
-            if o["kind"] in POD_KINDS:
+            if o["kind"] == "Rollout":
+                # Argo adds the track to the pods it creates: one template per kind of pod.
+                for role in ("stableMetadata", "canaryMetadata"):
+                    template = copy.deepcopy(o["spec"]["template"])
+                    template["metadata"]["labels"].update(
+                        o["spec"]["strategy"]["canary"][role]["labels"])
+                    pods.append((o, template))
+            elif o["kind"] in POD_KINDS:
                 pods.append((o, o["spec"]["template"]))
             elif o["kind"] == "CronJob":
                 pods.append((o, o["spec"]["jobTemplate"]["spec"]["template"]))

@@ -3,6 +3,7 @@ overlay and object, so a regression reads as what broke, not as a diff."""
 
 from __future__ import annotations
 
+import copy
 import re
 from pathlib import Path
 
@@ -45,6 +46,14 @@ def matches(selector: dict, labels: dict) -> bool:
 
 
 def service_pods(manifests) -> dict:
+    """The service's pod template; under Argo Rollouts (a Rollout, no Deployment) with the
+    labels Argo adds to stable pods (stableMetadata)."""
+    if not [d for d in manifests.of_kind("Deployment") if d["metadata"]["name"] == "churn-serve"]:
+        rollout = manifests.get("Rollout", "churn-serve")
+        template = copy.deepcopy(rollout["spec"]["template"])
+        stable = rollout["spec"]["strategy"]["canary"]["stableMetadata"]["labels"]
+        template["metadata"]["labels"].update(stable)
+        return template
     return manifests.get("Deployment", "churn-serve")["spec"]["template"]
 
 
@@ -116,7 +125,8 @@ def test_service_image_runs_in_service_pods_and_jobs_image_in_job_pods(rendered)
     for overlay, manifests in rendered.items():
         for owner, template in manifests.pod_templates():
             images = {c["image"] for c in containers(template)}
-            if owner["kind"] == "Deployment" and owner["metadata"]["name"] == "churn-serve":
+            if owner["kind"] in {"Deployment", "Rollout"} and owner["metadata"]["name"] == \
+                    "churn-serve":
                 assert all(i.startswith("churn-serve:") for i in images), (overlay, images)
             if owner["kind"] == "CronJob":
                 assert all(i.startswith("churn-jobs:") for i in images), (overlay, images)
@@ -129,8 +139,8 @@ def test_the_service_selects_the_service_pods_and_no_other_pod(rendered):
         assert "track" not in service["spec"]["selector"], "a canary gets traffic by pod count"
         for owner, template in manifests.pod_templates():
             selected = matches(selector, template["metadata"].get("labels", {}))
-            is_service = owner["kind"] == "Deployment" and owner["metadata"]["name"].startswith(
-                "churn-serve")
+            is_service = owner["kind"] in {"Deployment", "Rollout"} and owner["metadata"][
+                "name"].startswith("churn-serve")
             assert selected == is_service, f"{name_of(overlay, owner)}: selected={selected}"
         ports = {p["name"] for p in service_pods(manifests)["spec"]["containers"][0]["ports"]}
         assert {p["targetPort"] for p in service["spec"]["ports"]} <= ports
@@ -395,7 +405,8 @@ def test_every_workload_selects_its_own_pods(rendered):
     """A selector that misses its template is rejected by the API server, not by the schema."""
     for overlay, manifests in rendered.items():
         for owner, template in manifests.pod_templates():
-            if owner["kind"] in {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet"}:
+            if owner["kind"] in {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet",
+                                 "Rollout"}:
                 assert matches(owner["spec"]["selector"], template["metadata"]["labels"]), \
                     name_of(overlay, owner)
         for service in manifests.of_kind("Service"):

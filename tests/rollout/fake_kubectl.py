@@ -108,13 +108,6 @@ def main(argv: list[str]) -> None:
             save(obj)
             print(f"deployment.apps/{name} rolled back")
             return
-        if action == "restart":
-            edited = local_edit(kind, name, "patch", "--type", "merge", "-p", json.dumps(
-                {"spec": {"template": {"metadata": {"annotations": {
-                    "kubectl.kubernetes.io/restartedAt": "now"}}}}}))
-            template_changed(obj, edited)
-            save(edited)
-            return
         sys.exit(f"fake kubectl: rollout {action} is not simulated")
     if verb == "scale":
         kind, name = rest[0].split("/")
@@ -126,9 +119,9 @@ def main(argv: list[str]) -> None:
     if verb in ("set", "annotate", "patch"):
         if verb == "set":
             target, args = rest[1], [verb, rest[0], *rest[2:]]
-        elif verb == "annotate":
+        elif verb == "annotate" or "/" in rest[0]:  # annotate|patch deployment/NAME ...
             target, args = rest[0], [verb, *rest[1:]]
-        else:
+        else:  # patch configmap NAME ...
             target, args = f"{rest[0]}/{rest[1]}", [verb, *rest[2:]]
         kind, name = target.split("/")
         before = load(kind, name)

@@ -15,7 +15,7 @@ def _deployment(name: str, track: str, replicas: int, ready: int) -> dict:
             "template": {
                 "metadata": {"labels": {"app": "churn-serve", "track": track}},
                 "spec": {"containers": [{
-                    "name": "service", "image": "registry.example/churn-serve:1.0",
+                    "name": "churn-serve", "image": "registry.example/churn-serve:1.0",
                     "env": [{"name": "CHURN_MODEL_TAG", "valueFrom": {"configMapKeyRef": {
                         "name": "churn-model", "key": "CHURN_MODEL_TAG"}}},
                         {"name": "CHURN_HOME", "value": "/var/lib/churn"}]}]},

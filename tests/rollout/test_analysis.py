@@ -47,7 +47,7 @@ def test_gates_are_inconclusive_below_and_limits_fail_above() -> None:
     assert by_name["probability_psi"].judge(0.1) == "pass"
     assert by_name["probability_psi"].judge(0.1001) == "fail"
     assert by_name["probability_psi"].judge(None) == "inconclusive"
-    assert by_name["error_5xx"].judge(math.nan) == "inconclusive"
+    assert by_name["failed_requests"].judge(math.nan) == "inconclusive"
     assert overall(["pass", "inconclusive", "fail"]) == "fail"
     assert overall(["pass", "inconclusive"]) == "inconclusive"
     assert overall(["pass", "pass"]) == "pass"

@@ -109,8 +109,9 @@ def test_dry_run_shows_every_edit_as_an_argument_list_and_changes_nothing(
     prefix = f"(dry run) {wrapper} --context test-context --namespace churn "
     assert shown == [
         prefix + "set image deployment/churn-serve-canary "
-                 "service=registry.example/churn-serve:2.0",
-        prefix + f"set env deployment/churn-serve-canary -c service CHURN_MODEL_TAG={STABLE_TAG}",
+                 "churn-serve=registry.example/churn-serve:2.0",
+        prefix + "set env deployment/churn-serve-canary -c churn-serve "
+                 f"CHURN_MODEL_TAG={STABLE_TAG}",
         *[line for line in shown if line.startswith(prefix + "annotate")],
         prefix + "scale deployment/churn-serve-canary --replicas=1",
         prefix + "rollout status deployment/churn-serve-canary --timeout=10m",

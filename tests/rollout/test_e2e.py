@@ -33,7 +33,7 @@ from tests.servers import BENTOML, SERVICE, Server, customer_bodies
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
 REPO = Path(__file__).resolve().parents[2]
-HTTP_CHECKS = {"error_5xx", "rejected_4xx", "latency_p95", "latency_p99"}
+HTTP_CHECKS = {"failed_requests", "rejected_input", "latency_p95", "latency_p99"}
 PREDICTION_CHECKS = {"will_churn_share", "high_share", "mean_probability", "probability_psi",
                      "unseen_categories"}
 ANALYSIS = {
@@ -261,8 +261,8 @@ def test_a_canary_rejecting_valid_input_fails_on_the_error_checks(case, bodies) 
     code, report, table, counts = case("narrowed", bodies)
     assert counts[("canary", 400)] > 20 and counts[("stable", 400)] == 0  # premium customers
     assert code == 1, table
-    assert verdicts(report)["rejected_4xx"] == "fail", table
-    row = next(r for r in report["checks"] if r["check"] == "rejected_4xx")
+    assert verdicts(report)["rejected_input"] == "fail", table
+    row = next(r for r in report["checks"] if r["check"] == "rejected_input")
     rejected = 100 * counts[("canary", 400)] / (counts[("canary", 400)] + counts[("canary", 200)])
     assert row["value"] == pytest.approx(rejected, abs=2)
-    assert "4xx ratio (rejected input)" in table and "FAIL" in table
+    assert "rejected input (4xx but 429)" in table and "FAIL" in table

@@ -87,8 +87,8 @@ def test_start_plan_argument_lists(canary_overlay: Manifests, tmp_path: Path) ->
     stable = cluster.workload(SETTINGS.stable)
     calls = plan.start_plan(SETTINGS, stable, model=NEW_TAG, image=None, weight=5, at=AT)
     assert [c.args for c in calls] == [
-        ("set", "image", "deployment/churn-serve-canary", f"service={stable.image}"),
-        ("set", "env", "deployment/churn-serve-canary", "-c", "service",
+        ("set", "image", "deployment/churn-serve-canary", f"churn-serve={stable.image}"),
+        ("set", "env", "deployment/churn-serve-canary", "-c", "churn-serve",
          f"CHURN_MODEL_TAG={NEW_TAG}"),
         ("annotate", "deployment/churn-serve-canary", "--overwrite",
          "churn-serve/canary-decision=started",
@@ -143,12 +143,16 @@ def test_promote_replayed_on_the_manifests(canary_overlay: Manifests, tmp_path: 
     assert stable.model.tag == (model or stable_before.model.tag)
     assert stable.image == (image or stable_before.image)
     deployment = cluster.objects[("deployment", SETTINGS.stable)]
-    # The tag stays in the ConfigMap stable (and every CronJob) reads; a model-only change
-    # replaces the pods so they read it.
+    # The tag stays in the ConfigMap stable (and every CronJob) reads; the pod label the
+    # ServiceMonitor copies onto every series follows it, and that template change rolls the
+    # pods (no restart needed; test_canary.py covers a Deployment without the label).
     assert "configMapKeyRef" in env(deployment)["CHURN_MODEL_TAG"]["valueFrom"]
-    restarted = k.RESTARTED_AT in deployment["spec"]["template"]["metadata"].get(
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert labels[plan.VERSION_LABEL] == (model or stable_before.model.tag).partition(":")[2]
+    assert k.RESTARTED_AT not in deployment["spec"]["template"]["metadata"].get(
         "annotations", {})
-    assert restarted == (change == "model")
+    assert len([c for c in promotion.change if c.args[0] == "patch" and
+                c.args[1].startswith("deployment/")]) == 1  # one rollout of stable
     canary = cluster.objects[("deployment", SETTINGS.canary)]
     assert canary["spec"]["replicas"] == 0
     assert canary["metadata"]["annotations"][k.DECISION] == "promoted"
