@@ -50,6 +50,7 @@ class Check:
     per_track: dict[str, str] | None  # PromQL per track (None: only the comparison exists)
     meaning: str
     gate: str | None = None  # the gate check whose traffic this one waits for
+    signed: bool = True  # canary minus stable; False: a distance (|difference|, PSI)
 
     def judge(self, value: float | None) -> Verdict:
         """The verdict on the comparison's value; None or NaN (no data) is inconclusive."""
@@ -181,9 +182,10 @@ def checks(settings: AnalysisSettings, window: str | None = None) -> list[Check]
         _smaller(c.predictions(), s.predictions()), tracks(_Series.predictions),
         "prediction checks need this many scored customers on each track")
 
-    def limit(name, title, unit, threshold, per_track, compare, gate, meaning) -> Check:
+    def limit(name, title, unit, threshold, per_track, compare, gate, meaning,
+              signed=True) -> Check:
         return Check(name, title, "limit", unit, threshold, _gated(compare, gate), per_track,
-                     meaning, gate.name)
+                     meaning, gate.name, signed)
 
     def difference(build) -> str:
         return f"({build(c)})\n- ({build(s)})"
@@ -234,16 +236,18 @@ def checks(settings: AnalysisSettings, window: str | None = None) -> list[Check]
         limit("will_churn_share", "share will_churn (MEDIUM+HIGH)", "pp",
               settings.max_will_churn_share_diff_pp, tracks(share("MEDIUM|HIGH")),
               absolute_difference(share("MEDIUM|HIGH")), predictions,
-              "customers flagged at the business threshold per 100, |canary - stable|"),
+              "customers flagged at the business threshold per 100, |canary - stable|",
+              signed=False),
         limit("high_share", "share HIGH risk", "pp", settings.max_high_share_diff_pp,
               tracks(share("HIGH")), absolute_difference(share("HIGH")), predictions,
-              "customers rated HIGH per 100, |canary - stable|"),
+              "customers rated HIGH per 100, |canary - stable|", signed=False),
         limit("mean_probability", "mean churn probability", "",
               settings.max_mean_probability_diff, tracks(_Series.mean_probability),
               absolute_difference(_Series.mean_probability), predictions,
-              "|canary - stable| mean predicted probability"),
+              "|canary - stable| mean predicted probability", signed=False),
         limit("probability_psi", "probability PSI", "", settings.max_probability_psi, None, psi,
-              predictions, "population stability index of the two probability histograms"),
+              predictions, "population stability index of the two probability histograms",
+              signed=False),
         limit("unseen_categories", "unseen categories", "pp", settings.max_unseen_increase_pp,
               tracks(_Series.unseen_pp), difference(_Series.unseen_pp), predictions,
               "never-seen category values per 100 predictions, canary minus stable"),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -119,10 +119,12 @@ class Canary:
         self.execute(plan.abort_plan(self.settings, reason, now()))
         self.record("aborted", reason)
 
-    def promote(self, reason: str) -> str:
+    def promote(self, reason: str, canary_as: plan.Workload | None = None) -> str:
         """Stable takes the canary's model/image, then the canary leaves. If stable does not
-        roll out, it is rolled back, the canary scaled to zero, and PromotionFailed raised."""
+        roll out, it is rolled back, the canary scaled to zero, and PromotionFailed raised.
+        ``canary_as`` stands in for the canary a dry run never started."""
         stable, canary = self.read()
+        canary = canary_as or canary
         promotion = plan.promote_plan(self.settings, stable, canary, reason, now())
         try:
             self.execute(promotion.change)
@@ -156,11 +158,17 @@ class Canary:
         inconclusive)."""
         steps = self.config.run.steps
         pause = duration_seconds(self.config.run.pause)
+        stable, canary = self.read()
+        # What the canary will serve: a dry run promotes this, since it never starts one.
+        started = replace(canary, replicas=1, image=image or stable.image,
+                          model=plan.ModelSource(model or stable.model.tag))
         label = self.start(model, image, steps[0])
         for index, weight in enumerate(steps):
             if weight == 100:
-                summary = self.promote(f"analysis passed at every step ({steps[index - 1]}% "
-                                       "last)" if index else "promoted without a step")
+                summary = self.promote(
+                    f"analysis passed at every step ({steps[index - 1]}% last)" if index
+                    else "promoted without a step",
+                    started if self.kubectl.dry_run else None)
                 self.echo(f"promoted: {summary}")
                 return 0
             if index:

@@ -86,8 +86,8 @@ class Report:
         out = []
         for row in self.rows:
             if row.verdict == "fail":
-                out.append(f"{row.check.name} {format_value(row.value, row.check, True)} > "
-                           f"{format_limit(row.check)}")
+                out.append(f"{row.check.name} {format_value(row.value, row.check, True)} "
+                           f"(limit {format_limit(row.check).removeprefix('<= ')})")
             elif row.verdict == "inconclusive":
                 out.append(f"{row.check.name}: {row.note or 'no data'}")
         return out
@@ -144,11 +144,12 @@ def format_value(value: float | None, check: Check, compared: bool = False) -> s
     unit = check.unit
     if check.kind == "gate":
         return f"{value:,.0f}"
+    sign = "+" if compared and check.signed else ""
     if unit == "pp":
-        return f"{value:+.2f} pp" if compared else f"{value:.2f}%"
+        return f"{value:{sign}.2f} pp" if compared else f"{value:.2f}%"
     if unit == "x":
         return f"{value:.2f}x" if compared else f"{value * 1000:.1f} ms"
-    return f"{value:+.4f}" if compared and check.name != "probability_psi" else f"{value:.4f}"
+    return f"{value:{sign}.4f}"
 
 
 def format_limit(check: Check) -> str:

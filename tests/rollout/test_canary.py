@@ -92,6 +92,24 @@ def test_dry_run_shows_every_edit_as_an_argument_list_and_changes_nothing(
     assert len(shown) == 5
 
 
+def test_a_dry_run_of_run_shows_the_whole_plan_and_changes_nothing(cluster: Path,
+                                                                   tmp_path: Path) -> None:
+    shown: list[str] = []
+    canary = canary_for(cluster, tmp_path, dry_run=True)
+    canary.kubectl.echo = shown.append
+    before = {p.name: p.read_text() for p in cluster.glob("*.json")}
+    analyses = []
+    code = canary.run(NEW_TAG, None, lambda: analyses.append(1) or report("pass"),
+                      lambda seconds: pytest.fail("a dry run does not wait"), lambda r: None)
+    assert code == 0 and len(analyses) == 3
+    assert {p.name: p.read_text() for p in cluster.glob("*.json")} == before
+    verbs = [line.split(" churn ", 1)[1].split()[0] for line in shown]
+    assert verbs.count("scale") == 3 + 1  # start, two steps, the canary leaving after promotion
+    edits = [line for line in shown if "patch configmap churn-model" in line]
+    assert len(edits) == 1 and NEW_TAG in edits[0]
+    assert decisions(tmp_path) == []
+
+
 def test_promote_writes_the_model_where_stable_reads_it_and_retires_the_canary(
         cluster: Path, tmp_path: Path) -> None:
     canary = canary_for(cluster, tmp_path)
