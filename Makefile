@@ -79,8 +79,9 @@ monitor: setup monitor-deps  ## local Prometheus + Pushgateway with the project'
 mlflow: setup postgres-deps  ## shared MLflow tracking server on a local PostgreSQL (docs/state.md)
 	$(CHURN) mlflow-server
 
-k8s: setup  ## regenerate k8s/'s copies of configs, rules, dashboards; render each overlay to k8s/rendered/
+k8s: setup  ## regenerate k8s/'s copies of configs, rules, dashboards, canary analysis; render each overlay to k8s/rendered/
 	$(CHURN) k8s generate
+	$(CHURN) canary render
 	@mkdir -p k8s/rendered
 	@for overlay in k8s/overlays/*/; do \
 	  name=$$(basename $$overlay); \
