@@ -126,13 +126,17 @@ class Canary:
         stable, canary = self.read()
         canary = canary_as or canary
         promotion = plan.promote_plan(self.settings, stable, canary, reason, now())
+        made: list[k.Call] = []
         try:
-            self.execute(promotion.change)
+            for call in promotion.change:
+                self.kubectl.run(call)
+                made.append(call)
         except k.KubectlError as exc:
+            # An edit kubectl refused was not made; only what was made is taken back.
             problems = [str(exc)]
-            for call in promotion.rollback:
+            for back in promotion.rollback(made):
                 try:  # every step of the way back is tried, even if one fails
-                    self.kubectl.run(call)
+                    self.kubectl.run(back)
                 except k.KubectlError as undo_error:
                     problems.append(f"rollback step failed: {undo_error}")
             self.record("promote-failed", "; ".join(problems), tried=promotion.summary)

@@ -105,8 +105,9 @@ def rollout_status(name: str, timeout: str) -> Call:
                 f"wait until {name} is rolled out", "deployment", name, edits=False, waits=True)
 
 
-def rollout_undo(name: str) -> Call:
-    return Call(("rollout", "undo", f"deployment/{name}"),
+def rollout_undo(name: str, revision: str | None = None) -> Call:
+    to = (f"--to-revision={revision}",) if revision else ()
+    return Call(("rollout", "undo", f"deployment/{name}", *to),
                 f"{name} back to its previous pod template", "deployment", name)
 
 

@@ -163,12 +163,23 @@ def abort_plan(settings: KubernetesSettings, reason: str, at: str,
     ]
 
 
+REVISION = "deployment.kubernetes.io/revision"  # set by the Deployment controller
+
+
 @dataclass(frozen=True)
 class Promotion:
     change: list[k.Call]  # stable takes the canary's model and image, and is waited for
     finish: list[k.Call]  # then the canary leaves
-    rollback: list[k.Call]  # if the change does not roll out: stable back, canary out
+    undo: dict[k.Call, list[k.Call]]  # what takes back each change call, once it was made
+    leave: list[k.Call]  # the canary out, recorded as a failed promotion
     summary: str
+
+    def rollback(self, made: list[k.Call]) -> list[k.Call]:
+        """The way back after a failure, given the calls that were made: only what was
+        changed is undone (an undo of an unchanged Deployment would revert an older rollout),
+        the ConfigMap before the pods, then the canary leaves."""
+        back = [call for change in made for call in self.undo.get(change, [])]
+        return [*back, *self.leave]
 
 
 def promote_plan(settings: KubernetesSettings, stable: Workload, canary: Workload,
@@ -188,13 +199,12 @@ def promote_plan(settings: KubernetesSettings, stable: Workload, canary: Workloa
     new_model = bool(model) and model != stable.model.tag
     new_image = canary.image != stable.image
     config: list[k.Call] = []
-    undo_config: list[k.Call] = []
+    undo: dict[k.Call, list[k.Call]] = {}
     if new_model and stable.model.configmap:
         config.append(k.patch_configmap(stable.model.configmap, stable.model.key or "",
                                         model or ""))
-        if stable.model.tag:
-            undo_config.append(k.patch_configmap(stable.model.configmap,
-                                                 stable.model.key or "", stable.model.tag))
+        undo[config[0]] = [k.patch_configmap(stable.model.configmap, stable.model.key or "",
+                                             stable.model.tag)] if stable.model.tag else []
     container: dict = {}
     if new_image:
         container["image"] = canary.image
@@ -211,20 +221,23 @@ def promote_plan(settings: KubernetesSettings, stable: Workload, canary: Workloa
     if container:
         template["spec"] = {"containers": [{"name": settings.container, **container}]}
     changes = [*config]
+    wait_stable = k.rollout_status(stable.name, settings.rollout_timeout)
     if template:
-        changes.append(k.patch_deployment(
+        patch = k.patch_deployment(
             stable.name, {"spec": {"template": template}},
             f"{stable.name} serves model {model if new_model else stable.model.tag}, image "
-            f"{canary.image}"))
+            f"{canary.image}")
+        changes.append(patch)
+        # Back to the revision stable ran before (the number, when the cluster says it).
+        undo[patch] = [k.rollout_undo(stable.name, stable.annotations.get(REVISION)),
+                       wait_stable]
     summary = (f"stable now serves model {model if new_model else stable.model.tag}, image "
                f"{canary.image}" if changes else f"stable already serves {stable.serves}")
-    wait_stable = k.rollout_status(stable.name, settings.rollout_timeout)
-    leave = abort_plan(settings, f"{reason}; {summary}", at, decision="promoted")
     return Promotion(
         change=[*changes, wait_stable] if changes else [],
-        finish=leave,
-        rollback=[*undo_config, k.rollout_undo(stable.name), wait_stable,
-                  *abort_plan(settings, f"promotion failed, stable rolled back: {reason}", at,
-                              decision="promote-failed")] if changes else [],
+        finish=abort_plan(settings, f"{reason}; {summary}", at, decision="promoted"),
+        undo=undo,
+        leave=abort_plan(settings, f"promotion failed, stable rolled back: {reason}", at,
+                         decision="promote-failed"),
         summary=summary,
     )

@@ -158,10 +158,18 @@ def test_promote_replayed_on_the_manifests(canary_overlay: Manifests, tmp_path: 
     assert canary["metadata"]["annotations"][k.DECISION] == "promoted"
     kinds = [(c.args[0], c.args[1]) for c in promotion.change]
     assert kinds[-1] == ("rollout", "status")
-    # The way back undoes the ConfigMap first, then the pod template.
-    assert [c.args[:2] for c in promotion.rollback][:2] == (
-        [("patch", "configmap"), ("rollout", "undo")] if model else [("rollout", "undo"),
-                                                                      ("rollout", "status")])
+    # The way back undoes what was made, the ConfigMap first, then the pod template; after
+    # only the ConfigMap edit, the Deployment (unchanged) is not undone.
+    edits = promotion.change[:-1]
+    back = [c.args[:2] for c in promotion.rollback(edits)]
+    assert back[:2] == ([("patch", "configmap"), ("rollout", "undo")] if model
+                        else [("rollout", "undo"), ("rollout", "status")])
+    assert back[-3:] == [("scale", "deployment/churn-serve-canary"),
+                         ("annotate", "deployment/churn-serve-canary"),
+                         ("rollout", "status")]
+    if model:
+        assert [c.args[:2] for c in promotion.rollback(edits[:1])][:2] == [
+            ("patch", "configmap"), ("scale", "deployment/churn-serve-canary")]
 
 
 def test_abort_replayed_on_the_manifests(canary_overlay: Manifests, tmp_path: Path) -> None:
