@@ -10,7 +10,7 @@ DATA := .churn/data/customers.csv
 CONTRACT := configs/streaming_churn.contract.yaml
 PORT ?= 3000
 
-.PHONY: setup lock upgrade monitor-deps demo train serve score bento bench drift retrain-check monitor test test-unit lint clean
+.PHONY: setup lock upgrade monitor-deps image-deps demo train serve score bento image bench bench-workers drift retrain-check monitor test test-unit lint clean
 
 # Exactly the versions in uv.lock (--locked fails if pyproject.toml changed without `make lock`),
 # so a new release upstream cannot change what CI or the demo runs.
@@ -37,6 +37,13 @@ monitor-deps:  ## Prometheus, promtool and the Pushgateway (Debian packages) whe
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq prometheus prometheus-pushgateway >/dev/null; \
 	fi
 
+image-deps:  ## podman, runc and debootstrap (Debian packages) when missing: the image build and tests
+	@if ! command -v podman >/dev/null 2>&1 || ! command -v runc >/dev/null 2>&1 || ! command -v debootstrap >/dev/null 2>&1; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq podman runc debootstrap >/dev/null; \
+	fi
+
 demo: setup  ## generate data, validate, train, register, promote, then serve the champion
 	$(CHURN) generate --output $(DATA)
 	$(CHURN) validate --data $(DATA) --contract $(CONTRACT)
@@ -57,6 +64,9 @@ score: setup  ## offline batch scoring of $(DATA) with the champion
 bento: setup  ## build the Bento (and its Dockerfile) from the champion
 	$(VENV)/bin/bentoml build
 
+image: setup image-deps  ## the service image (Bento of the champion, podman); docs/kubernetes-image.md
+	k8s/image/build.sh
+
 bench: setup  ## serving benchmark (bench/serving.py); figures in the README
 	$(PY) -m bench.serving
 
@@ -69,7 +79,7 @@ retrain-check: setup  ## exit 10 when retraining is recommended (docs/monitoring
 monitor: setup monitor-deps  ## local Prometheus + Pushgateway with the project's rules
 	$(CHURN) monitor
 
-test: setup monitor-deps  ## ruff and the whole test suite: unit, integration, e2e (what CI runs)
+test: setup monitor-deps image-deps  ## ruff and the whole test suite: unit, integration, e2e (what CI runs)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest
 

@@ -70,9 +70,11 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
 
 
 async def _client(port: int, requests: list[bytes], offset: int, warmup_until: float,
-                  stop_at: float, result: LoadResult) -> None:
+                  stop_at: float, result: LoadResult, start_delay: float = 0.0) -> None:
     reader = writer = None
     i = offset
+    if start_delay:
+        await asyncio.sleep(start_delay)
     while time.perf_counter() < stop_at:
         try:
             if writer is None:
@@ -98,19 +100,22 @@ async def _client(port: int, requests: list[bytes], offset: int, warmup_until: f
 
 
 async def _run(port: int, requests: list[bytes], clients: int, seconds: float,
-               warmup: float, rows_per_request: int) -> LoadResult:
+               warmup: float, rows_per_request: int, ramp: float) -> LoadResult:
     now = time.perf_counter()
     result = LoadResult(clients=clients, seconds=seconds, rows_per_request=rows_per_request)
     await asyncio.gather(*(
-        _client(port, requests, k * 7, now + warmup, now + warmup + seconds, result)
+        _client(port, requests, k * 7, now + warmup, now + warmup + seconds, result,
+                start_delay=ramp * k / clients)
         for k in range(clients)
     ))
     return result
 
 
 def run_load(port: int, requests: list[bytes], clients: int, seconds: float = 10.0,
-             warmup: float = 2.0, rows_per_request: int = 1) -> LoadResult:
-    """Closed loop: ``clients`` connections, each sending its next request on each answer."""
+             warmup: float = 2.0, rows_per_request: int = 1, ramp: float = 0.0) -> LoadResult:
+    """Closed loop: ``clients`` connections, each sending its next request on each answer.
+    ``ramp`` spreads the clients' first connections over that many seconds (keep it below
+    ``warmup``); by default they all connect at once."""
     try:
         import uvloop
 
@@ -122,6 +127,7 @@ def run_load(port: int, requests: list[bytes], clients: int, seconds: float = 10
     gc.collect()
     gc.disable()
     try:
-        return runner(_run(port, requests, clients, seconds, warmup, rows_per_request))
+        return runner(_run(port, requests, clients, seconds, warmup, rows_per_request,
+                           ramp))
     finally:
         gc.enable()
