@@ -70,6 +70,9 @@ image: setup image-deps  ## the service image (Bento of the champion, podman); d
 bench: setup  ## serving benchmark (bench/serving.py); figures in the README
 	$(PY) -m bench.serving
 
+bench-workers: setup  ## pod shape: keep-alive connections over 1 vs 2 workers (bench/workers.py)
+	$(PY) -m bench.workers
+
 drift: setup  ## drift of the last 24 h of logged inferences against the champion's reference
 	$(CHURN) drift
 

@@ -137,6 +137,7 @@ class PodRun:
     single_answers: list[dict]
     batch_answer: dict
     metrics: str
+    workers: int
     tmp_kib: int
     stop_seconds: float
     exit_code: int
@@ -191,6 +192,9 @@ def pod_run(images, trained_entry, tmp_path_factory) -> PodRun:
                                 headers={"X-Request-ID": "batch-0"})
             metrics = client.get("/metrics").text
         tmp_kib = int(podman("exec", name, "du", "-sk", "/tmp").stdout.split()[0])
+        # Worker processes ([_] keeps this command's own command line from matching).
+        workers = int(podman("exec", name, "sh", "-c", "grep -l '[_]bentoml_impl.worker.service'"
+                             " /proc/[0-9]*/cmdline | wc -l").stdout)
         # SIGTERM right after the last answer, while the records still wait in the writer's
         # queue (flushed every flush_seconds): a pod's deletion does the same after preStop.
         started = time.perf_counter()
@@ -204,7 +208,7 @@ def pod_run(images, trained_entry, tmp_path_factory) -> PodRun:
         assert response.status_code == 200, response.text
     return PodRun(model_tag=model_tag, store=store, log_dir=log_dir, ready=ready, bodies=bodies,
                   single_answers=[r.json() for r in single], batch_answer=batch.json(),
-                  metrics=metrics, tmp_kib=tmp_kib, stop_seconds=stop_seconds,
+                  metrics=metrics, workers=workers, tmp_kib=tmp_kib, stop_seconds=stop_seconds,
                   exit_code=exit_code, output=output,
                   sent_request_ids=[f"single-{i}" for i in range(SINGLE_REQUESTS)]
                   + ["batch-0"] * BATCH_ROWS)
@@ -250,6 +254,11 @@ def test_the_pod_serves_the_model_its_tag_names_from_the_volume(pod_run) -> None
     info = [s for family in text_string_to_metric_families(pod_run.metrics)
             for s in family.samples if s.name == "churn_model_info"]
     assert [s.labels["model_tag"] for s in info] == [pod_run.model_tag]
+
+
+def test_the_pod_runs_one_worker(pod_run) -> None:
+    """The pod shape (docs/kubernetes-image.md): one worker per pod, more pods."""
+    assert pod_run.workers == 1
 
 
 def test_the_pods_predictions_equal_the_models(pod_run, trained_entry) -> None:
