@@ -4,8 +4,8 @@
 BentoML 1.4 serves through one listening socket that circus opens and hands to every worker
 (``--fd``): the workers share one accept queue. Each worker's event loop waits on it; a new
 connection wakes them, and the first to run accepts in a loop until the queue is empty (uvloop
-and asyncio both do), so a burst of connections lands on one worker, and keep-alive keeps it
-there. This bench measures, one server at a time, at ``--clients`` keep-alive clients on
+and asyncio both do), so a burst of connections can land on one worker, and keep-alive keeps
+it there. This bench measures, one server at a time, at ``--clients`` keep-alive clients on
 ``/predict``: 1 worker; 2 workers with every client connecting at once (what a load balancer
 or a client pool opening its connections does); 2 workers with the connections spread over
 ``--ramp`` seconds. Per worker it counts the open connections (sampled during the run) and the
