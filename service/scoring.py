@@ -18,7 +18,6 @@ import pandas as pd
 
 from kernel.contract import DataContract, split_valid_rows
 from kernel.features import ContractTyping, DerivedFeatures
-from kernel.ingest import TableWriter  # noqa: F401 - table writing lives in kernel.ingest
 from kernel.store import ModelEntry
 
 logger = logging.getLogger("churn.service.scoring")
