@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from itertools import combinations
 from typing import Literal
 
 import numpy as np
@@ -307,8 +308,6 @@ def stacking_weights(log_odds_matrix: np.ndarray, y: np.ndarray) -> tuple[list[i
     """(kept columns, their weights summing to 1): a logistic regression on the members'
     out-of-fold log-odds, refitted without any member whose weight is not clearly positive.
     Positive weights keep the blend increasing in every member (and so monotone)."""
-    from sklearn.linear_model import LogisticRegression
-
     keep = list(range(log_odds_matrix.shape[1]))
     while keep:
         stacker = LogisticRegression(C=1.0, max_iter=1000)
@@ -322,25 +321,37 @@ def stacking_weights(log_odds_matrix: np.ndarray, y: np.ndarray) -> tuple[list[i
 
 def stack_ensemble(searcher: _Searcher, leaderboard: list[tuple[Candidate, np.ndarray]]
                    ) -> tuple[Candidate, np.ndarray] | None:
-    """The best configuration of each algorithm, stacked on out-of-fold log-odds, with an
-    honest score: the weights are refitted inside each fold of the search and scored on the
-    fold they did not see. None when fewer than two members earn a weight."""
+    """The best stack of the best configuration of each algorithm, with an honest score.
+
+    Every combination of two or more algorithms is stacked; its score is nested: the weights
+    are refitted inside each fold of the search and scored on the fold they did not see. The
+    best combination wins, the smaller on a tie, so a member stays only when the blend without
+    it scores lower (each member is a full predict at serving: a forest costs 5-15x XGBoost).
+    None when no combination gives two members a weight."""
     pool: list[tuple[Candidate, np.ndarray]] = []
     for candidate, oof in leaderboard:
         if candidate.algorithm not in {c.algorithm for c, _ in pool} \
                 and searcher.respects_monotone(candidate):
             pool.append((candidate, oof))
-    if len(pool) < 2:
+    scores = np.column_stack([log_odds(oof) for _, oof in pool]) if pool else None
+    y, metric = searcher.y, searcher.config.selection_metric
+    best: tuple[float, list[int], np.ndarray] | None = None
+    for size in range(2, len(pool) + 1):
+        for combination in combinations(range(len(pool)), size):
+            columns = scores[:, list(combination)]
+            keep, weights = stacking_weights(columns, y)
+            if len(keep) < 2:
+                continue
+            nested = np.zeros(len(y))
+            for fit_rows, val_rows in searcher.folds:
+                fold_keep, fold_weights = stacking_weights(columns[fit_rows], y[fit_rows])
+                nested[val_rows] = columns[np.ix_(val_rows, fold_keep)] @ fold_weights
+            score = selection_score(metric, y, nested)
+            if best is None or score > best[0]:
+                best = (score, [combination[i] for i in keep], weights)
+    if best is None:
         return None
-    scores = np.column_stack([log_odds(oof) for _, oof in pool])
-    y = searcher.y
-    keep, weights = stacking_weights(scores, y)
-    if len(keep) < 2:
-        return None
-    nested = np.zeros(len(y))
-    for fit_rows, val_rows in searcher.folds:
-        fold_keep, fold_weights = stacking_weights(scores[fit_rows], y[fit_rows])
-        nested[val_rows] = scores[np.ix_(val_rows, fold_keep)] @ fold_weights
+    score, keep, weights = best
     members = tuple((pool[i][0], float(w)) for i, w in zip(keep, weights, strict=True))
     imbalances = sorted({m.imbalance for m, _ in members})
     params: Params = {}
@@ -349,7 +360,7 @@ def stack_ensemble(searcher: _Searcher, leaderboard: list[tuple[Candidate, np.nd
         params[f"{member.algorithm}.imbalance"] = member.imbalance
         params.update({f"{member.algorithm}.{k}": v for k, v in member.params.items()})
     blend = Candidate("ensemble", imbalances[0] if len(imbalances) == 1 else "mixed", params,
-                      selection_score(searcher.config.selection_metric, y, nested), members)
+                      score, members)
     raw_oof = 1.0 / (1.0 + np.exp(-(scores[:, keep] @ weights)))
     return blend, raw_oof
 
@@ -394,7 +405,9 @@ def select_model(
     ensemble = None
     if config.ensemble:
         ensemble = stack_ensemble(searcher, leaderboard)
-        if ensemble is not None:
+        if ensemble is None:
+            log.info("round 3  no ensemble: fewer than two algorithms earn a positive weight")
+        else:
             blend, blend_oof = ensemble
             keep = blend.cv_score > winner.cv_score
             log.info("round 3  ensemble %s: cv %s %.4f vs best single %.4f: %s",
