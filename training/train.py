@@ -323,11 +323,11 @@ def stack_ensemble(searcher: _Searcher, leaderboard: list[tuple[Candidate, np.nd
                    ) -> tuple[Candidate, np.ndarray] | None:
     """The best stack of the best configuration of each algorithm, with an honest score.
 
-    Every combination of two or more algorithms is stacked; its score is nested: the weights
-    are refitted inside each fold of the search and scored on the fold they did not see. The
-    best combination wins, the smaller on a tie, so a member stays only when the blend without
-    it scores lower (each member is a full predict at serving: a forest costs 5-15x XGBoost).
-    None when no combination gives two members a weight."""
+    The best model is stacked with every combination of the others. A stack's score is
+    nested: its weights are refitted inside each fold of the search and scored on the fold they
+    did not see. The best combination wins, the smaller on a tie, so a member stays only when
+    the blend without it scores lower (each member is a full predict at serving: a forest costs
+    5-15x XGBoost). None when no combination gives two members a weight."""
     pool: list[tuple[Candidate, np.ndarray]] = []
     for candidate, oof in leaderboard:
         if candidate.algorithm not in {c.algorithm for c, _ in pool} \
@@ -336,8 +336,10 @@ def stack_ensemble(searcher: _Searcher, leaderboard: list[tuple[Candidate, np.nd
     scores = np.column_stack([log_odds(oof) for _, oof in pool]) if pool else None
     y, metric = searcher.y, searcher.config.selection_metric
     best: tuple[float, list[int], np.ndarray] | None = None
-    for size in range(2, len(pool) + 1):
-        for combination in combinations(range(len(pool)), size):
+    for size in range(1, len(pool)):
+        # Always with the best single model: a blend without it would have to beat it.
+        for others in combinations(range(1, len(pool)), size):
+            combination = (0, *others)
             columns = scores[:, list(combination)]
             keep, weights = stacking_weights(columns, y)
             if len(keep) < 2:
@@ -406,7 +408,8 @@ def select_model(
     if config.ensemble:
         ensemble = stack_ensemble(searcher, leaderboard)
         if ensemble is None:
-            log.info("round 3  no ensemble: fewer than two algorithms earn a positive weight")
+            log.info("round 3  no ensemble: no other algorithm earns %.0f%% of the weight",
+                     100 * MIN_MEMBER_WEIGHT)
         else:
             blend, blend_oof = ensemble
             keep = blend.cv_score > winner.cv_score
