@@ -16,7 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import NotFittedError
 from sklearn.pipeline import Pipeline
+from sklearn.utils.validation import check_is_fitted
 
 EPS = 1e-6
 
@@ -52,9 +54,6 @@ class LogOddsBlend(ClassifierMixin, BaseEstimator):
         return self
 
     def __sklearn_is_fitted__(self) -> bool:
-        from sklearn.exceptions import NotFittedError
-        from sklearn.utils.validation import check_is_fitted
-
         try:
             for member in self.estimators:
                 check_is_fitted(member)

@@ -21,8 +21,8 @@ class TrainConfig(BaseModel):
     seed: int = 42
     selection_metric: Literal["roc_auc", "pr_auc"] = "roc_auc"
     algorithms: list[Algorithm] = ["logistic", "random_forest", "xgboost"]
-    # SMOTE stays available but is not a default: it never won out of fold on the look-alike
-    # tables and costs 2-4x a plain fit (docs/training.md).
+    # SMOTE stays available but is not a default: it never gave the best candidate out of fold
+    # on the look-alike tables and costs up to 3.5x a plain fit (docs/training.md).
     imbalance: list[Imbalance] = ["none", "class_weight"]
     search_budget_seconds: float = Field(
         60.0, ge=0, description="wall-clock cap on the search; round 1 always completes"
