@@ -7,6 +7,7 @@ end as one readable line on stderr and a non-zero exit; ``--debug`` shows the tr
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -46,8 +47,16 @@ monitoring_cli.register(app)
 rollout_cli.register(app)
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    # As PID 1 of a container (a CronJob's pod) Python would ignore SIGTERM and be killed at
+    # the end of the grace period; exiting instead runs every `finally` (temporary files and
+    # staging tables of the all-or-nothing writers are removed).
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
     """Entry point that turns expected failures into one line and exit code 2."""
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         # Without standalone mode click *returns* a typer.Exit code instead of exiting with it.
         code = app(standalone_mode=False)
