@@ -15,7 +15,7 @@ from pathlib import Path
 
 from rollout import kubectl as k
 from rollout import plan
-from rollout.config import CanaryConfig, duration_seconds
+from rollout.config import CanaryConfig, KubernetesSettings, duration_seconds
 from rollout.measure import EXIT_CODES, Report
 
 log = logging.getLogger("churn.canary")
@@ -41,7 +41,7 @@ class Canary:
     echo: Callable[[str], None] = lambda line: None
 
     @property
-    def settings(self):
+    def settings(self) -> KubernetesSettings:
         return self.config.kubernetes
 
     # ------------------------------------------------------------------ reading
@@ -53,9 +53,10 @@ class Canary:
         def configmap_value(name: str, key: str) -> str | None:
             return self.kubectl.read("configmap", name).get("data", {}).get(key)
 
-        return tuple(plan.read_workload(self.kubectl.read("deployment", name), settings,
-                                        configmap_value)
-                     for name in (settings.stable, settings.canary))
+        stable, canary = (plan.read_workload(self.kubectl.read("deployment", name), settings,
+                                             configmap_value)
+                          for name in (settings.stable, settings.canary))
+        return stable, canary
 
     def status(self) -> str:
         stable, canary = self.read()
