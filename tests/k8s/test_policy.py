@@ -324,6 +324,8 @@ def test_the_service_monitor_scrapes_the_service_as_the_rules_expect(rendered):
         assert {"targetLabel": "job", "replacement": job} in endpoint["relabelings"]
         pod_labels = service_pods(manifests)["metadata"]["labels"]
         assert set(monitor["spec"]["podTargetLabels"]) == {"track", "model_version"}
+        # ... without overriding the version the service itself reports on its churn_* series.
+        assert all(e.get("honorLabels") for e in monitor["spec"]["endpoints"])
         assert set(monitor["spec"]["podTargetLabels"]) <= set(pod_labels), overlay
         gateway = manifests.get("ServiceMonitor", "churn-pushgateway")
         assert gateway["spec"]["endpoints"][0]["honorLabels"] is True

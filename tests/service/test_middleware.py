@@ -46,12 +46,12 @@ def test_a_slow_request_answers_504_as_bentoml_does():
         "error": "Not able to process the request in 0.05 seconds"}
 
 
-def test_the_real_service_app_leaves_no_timer_after_a_burst(service_module, bodies):
+def test_the_real_service_app_leaves_no_timer_after_a_burst(asgi_app, bodies):
     """BentoML builds the app's middleware stack itself; if an upgrade stops taking the timeout
     class from where the adapter installs it, its 60 s timers pile up again, and this fails."""
     from starlette.testclient import TestClient
 
-    with TestClient(service_module.ChurnService.to_asgi()) as client:
+    with TestClient(asgi_app) as client:
         for body in bodies[:50]:
             assert client.post("/predict", json=body).status_code == 200
 
