@@ -10,7 +10,7 @@ DATA := .churn/data/customers.csv
 CONTRACT := configs/streaming_churn.contract.yaml
 PORT ?= 3000
 
-.PHONY: setup lock upgrade monitor-deps postgres-deps demo train serve score bento bench drift retrain-check monitor mlflow test test-unit lint clean
+.PHONY: setup lock upgrade monitor-deps postgres-deps image-deps demo train serve score bento image bench bench-workers drift retrain-check monitor mlflow k8s k8s-scan test test-unit lint clean
 
 # Exactly the versions in uv.lock (--locked fails if pyproject.toml changed without `make lock`),
 # so a new release upstream cannot change what CI or the demo runs.
@@ -44,6 +44,13 @@ postgres-deps:  ## PostgreSQL server binaries (Debian package) when missing: tes
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql >/dev/null; \
 	fi
 
+image-deps:  ## podman, runc and debootstrap (Debian packages) when missing: the image build and tests
+	@if ! command -v podman >/dev/null 2>&1 || ! command -v runc >/dev/null 2>&1 || ! command -v debootstrap >/dev/null 2>&1; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq podman runc debootstrap >/dev/null; \
+	fi
+
 demo: setup  ## generate data, validate, train, register, promote, then serve the champion
 	$(CHURN) generate --output $(DATA)
 	$(CHURN) validate --data $(DATA) --contract $(CONTRACT)
@@ -64,8 +71,14 @@ score: setup  ## offline batch scoring of $(DATA) with the champion
 bento: setup  ## build the Bento (and its Dockerfile) from the champion
 	$(VENV)/bin/bentoml build
 
+image: setup image-deps  ## the service image (Bento of the champion, podman); docs/kubernetes-image.md
+	k8s/image/build.sh
+
 bench: setup  ## serving benchmark (bench/serving.py); figures in the README
 	$(PY) -m bench.serving
+
+bench-workers: setup  ## pod shape: keep-alive connections over 1 vs 2 workers (bench/workers.py)
+	$(PY) -m bench.workers
 
 drift: setup  ## drift of the last 24 h of logged inferences against the champion's reference
 	$(CHURN) drift
@@ -79,7 +92,26 @@ monitor: setup monitor-deps  ## local Prometheus + Pushgateway with the project'
 mlflow: setup postgres-deps  ## shared MLflow tracking server on a local PostgreSQL (docs/state.md)
 	$(CHURN) mlflow-server
 
-test: setup monitor-deps postgres-deps  ## ruff and the whole test suite: unit, integration, e2e (what CI runs)
+k8s: setup  ## regenerate k8s/'s copies of configs, rules, dashboards, canary analysis; render each overlay to k8s/rendered/
+	$(CHURN) k8s generate
+	$(CHURN) canary render
+	@mkdir -p k8s/rendered
+	@for overlay in k8s/overlays/*/; do \
+	  name=$$(basename $$overlay); \
+	  $(VENV)/bin/kubectl kustomize $$overlay > k8s/rendered/$$name.yaml.tmp || exit 1; \
+	  mv k8s/rendered/$$name.yaml.tmp k8s/rendered/$$name.yaml; \
+	  echo "k8s/rendered/$$name.yaml"; \
+	done
+
+CHECKOV_VENV := .venv-checkov
+k8s-scan: k8s  ## checkov's Kubernetes checks on the rendered overlays (skips justified in k8s/checkov.yaml)
+	@test -x $(CHECKOV_VENV)/bin/checkov || { uv venv -q $(CHECKOV_VENV) --python 3.11 && \
+	  VIRTUAL_ENV=$(CHECKOV_VENV) uv pip install -q "checkov>=3.2,<4"; }
+	@for file in k8s/rendered/*.yaml; do \
+	  $(CHECKOV_VENV)/bin/checkov --config-file k8s/checkov.yaml -f $$file || exit 1; \
+	done
+
+test: setup monitor-deps postgres-deps image-deps image  ## ruff and the whole test suite: unit, integration, e2e (what CI runs)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest
 

@@ -7,12 +7,14 @@ end as one readable line on stderr and a non-zero exit; ``--debug`` shows the tr
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
 import typer
 
 from monitoring import cli as monitoring_cli
+from rollout import cli as rollout_cli
 from service import cli as service_cli
 from training import cli as training_cli
 
@@ -42,6 +44,14 @@ def _main(
 training_cli.register(app)
 service_cli.register(app)
 monitoring_cli.register(app)
+rollout_cli.register(app)
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    # As PID 1 of a container (a CronJob's pod) Python would ignore SIGTERM and be killed at
+    # the end of the grace period; exiting instead runs every `finally` (temporary files and
+    # staging tables of the all-or-nothing writers are removed).
+    raise SystemExit(128 + signum)
 
 
 # Options whose value may be left out, and what they mean then: `--dask` alone is a local
@@ -65,6 +75,7 @@ def with_optional_values(argv: list[str]) -> list[str]:
 def main() -> None:
     """Entry point that turns expected failures into one line and exit code 2."""
     sys.argv[1:] = with_optional_values(sys.argv[1:])
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         # Without standalone mode click *returns* a typer.Exit code instead of exiting with it.
         code = app(standalone_mode=False)

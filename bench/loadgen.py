@@ -73,9 +73,12 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
 
 
 async def _client(port: int, requests: list[bytes], offset: int, warmup_until: float,
-                  stop_at: float, result: LoadResult, interval: float | None = None) -> None:
+                  stop_at: float, result: LoadResult, interval: float | None = None,
+                  start_delay: float = 0.0) -> None:
     reader = writer = None
     i = offset
+    if start_delay:
+        await asyncio.sleep(start_delay)
     next_send = time.perf_counter()
     while time.perf_counter() < stop_at:
         try:
@@ -107,22 +110,26 @@ async def _client(port: int, requests: list[bytes], offset: int, warmup_until: f
 
 
 async def _run(port: int, requests: list[bytes], clients: int, seconds: float,
-               warmup: float, rows_per_request: int, rate: float | None) -> LoadResult:
+               warmup: float, rows_per_request: int, rate: float | None,
+               ramp: float) -> LoadResult:
     now = time.perf_counter()
     result = LoadResult(clients=clients, seconds=seconds, rows_per_request=rows_per_request)
     interval = clients / rate if rate else None
     await asyncio.gather(*(
-        _client(port, requests, k * 7, now + warmup, now + warmup + seconds, result, interval)
+        _client(port, requests, k * 7, now + warmup, now + warmup + seconds, result, interval,
+                start_delay=ramp * k / clients)
         for k in range(clients)
     ))
     return result
 
 
 def run_load(port: int, requests: list[bytes], clients: int, seconds: float = 10.0,
-             warmup: float = 2.0, rows_per_request: int = 1,
-             rate: float | None = None) -> LoadResult:
+             warmup: float = 2.0, rows_per_request: int = 1, rate: float | None = None,
+             ramp: float = 0.0) -> LoadResult:
     """``clients`` keep-alive connections. Closed loop (each sends its next request on each
-    answer), or, with ``rate``, ``rate`` requests per second spread evenly over the clients."""
+    answer), or, with ``rate``, ``rate`` requests per second spread evenly over the clients.
+    ``ramp`` spreads the clients' first connections over that many seconds (keep it below
+    ``warmup``); by default they all connect at once."""
     try:
         import uvloop
 
@@ -134,6 +141,7 @@ def run_load(port: int, requests: list[bytes], clients: int, seconds: float = 10
     gc.collect()
     gc.disable()
     try:
-        return runner(_run(port, requests, clients, seconds, warmup, rows_per_request, rate))
+        return runner(_run(port, requests, clients, seconds, warmup, rows_per_request, rate,
+                           ramp))
     finally:
         gc.enable()

@@ -31,6 +31,11 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 RESULTS = REPO / "bench" / "results"
 LEVELS = (1, 8, 32, 64)
+def service_workers() -> int:
+    """Workers the benchmarked service runs (the config default); the baseline gets as many."""
+    from service.config import ServiceConfig
+
+    return ServiceConfig().workers
 
 
 class Server:
@@ -70,11 +75,13 @@ def service_server(name: str, tmp: Path, overrides: dict) -> Server:
                   tmp / name / "server.log")
 
 
-def seed_server(tmp: Path) -> Server:
+def seed_server(tmp: Path, workers: int) -> Server:
+    """The baseline with as many worker processes as the service (a fair comparison)."""
     port = free_port()
     (tmp / "seed").mkdir(parents=True, exist_ok=True)
     return Server("seed", [str(BIN / "uvicorn"), "bench.seed_server:app", "--host",
-                           "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+                           "127.0.0.1", "--port", str(port), "--log-level", "warning",
+                           "--workers", str(workers)],
                   port, dict(os.environ), tmp / "seed" / "server.log")
 
 
@@ -97,7 +104,8 @@ def bench_predict(tmp: Path, bodies: list[dict], seconds: float, sweep: bool) ->
     candidates = [("seed", None), ("batching_off", {"batching": {"enabled": False}}),
                   ("service", {})]
     for name, overrides in candidates:
-        server = seed_server(tmp) if overrides is None else service_server(name, tmp, overrides)
+        server = (seed_server(tmp, service_workers()) if overrides is None
+                  else service_server(name, tmp, overrides))
         try:
             out[name] = measure_predict(server, requests, seconds)
         finally:

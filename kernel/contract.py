@@ -93,6 +93,8 @@ class DataContract(_Strict):
     quality_floor: QualityFloor = QualityFloor()
     min_rows: int = Field(200, ge=10)
     min_positives: int = Field(20, ge=2)
+    # A churn rate this low is almost always a broken label pipeline, not a business.
+    min_positive_rate: float = Field(0.005, ge=0, lt=1)
 
     @model_validator(mode="after")
     def _no_forbidden_features(self) -> DataContract:
@@ -392,6 +394,12 @@ def _parse_target(raw: pd.Series, contract: DataContract) -> tuple[pd.Series, li
         problems.append(
             RuleBreak(column, f"too few positives: fewer than min_positives "
                       f"{contract.min_positives}", positives)
+        )
+    elif positives < contract.min_positive_rate * (positives + negatives):
+        problems.append(
+            RuleBreak(column, f"positive ({contract.target.positive!r}), a rate of "
+                      f"{positives / (positives + negatives):.2%}, below min_positive_rate "
+                      f"{contract.min_positive_rate:.2%}: have the labels collapsed?", positives)
         )
     return target, problems
 

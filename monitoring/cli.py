@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 
 from kernel.cluster import DEFAULT_CONNECT_TIMEOUT, SCHEDULER_ENV
+from monitoring.k8s_assets import k8s_app
 
 DEFAULT_CONFIG = Path("configs/monitoring.yaml")
 
@@ -184,3 +185,4 @@ def register(app: typer.Typer) -> None:
     app.command("monitor")(monitor)
     from monitoring.log_cli import register as register_log_commands  # `churn log compact`
     register_log_commands(app)
+    app.add_typer(k8s_app, name="k8s")  # `churn k8s generate`: what k8s/ needs from elsewhere

@@ -46,23 +46,40 @@ class StackError(ProcessError):
     """A binary is missing, a port is taken, or a process did not come up."""
 
 
+@dataclass(frozen=True)
+class ScrapeTarget:
+    """One host:port to scrape, with labels Prometheus adds to its series: ``track`` (stable |
+    canary) here plays the part of the pod label a ServiceMonitor copies in Kubernetes."""
+
+    address: str
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def static_config(self) -> dict:
+        return {"targets": [self.address], **({"labels": dict(self.labels)} if self.labels
+                                               else {})}
+
+
 def render_prometheus_config(
     config: dict,
     *,
-    targets: dict[str, str],
+    targets: dict[str, str | list[ScrapeTarget]],
     rules_dir: Path,
     scrape_interval: str | None = None,
     evaluation_interval: str | None = None,
 ) -> dict:
     """Return a copy of ``config`` with the static targets of the named jobs replaced
-    (``{"churn-service": "localhost:3000"}``), rule files made absolute against ``rules_dir``,
-    and optionally other global intervals. Raises ValueError for a job the config lacks."""
+    (``{"churn-service": "localhost:3000"}``, or a list of labelled ScrapeTargets), rule files
+    made absolute against ``rules_dir``, and optionally other global intervals. Raises
+    ValueError for a job the config lacks."""
     rendered = copy.deepcopy(config)
     jobs = {job["job_name"]: job for job in rendered.get("scrape_configs", [])}
     for job_name, target in targets.items():
         if job_name not in jobs:
             raise ValueError(f"prometheus config has no scrape job {job_name!r}")
-        jobs[job_name]["static_configs"] = [{"targets": [target]}]
+        scraped = [ScrapeTarget(target)] if isinstance(target, str) else list(target)
+        if not scraped:
+            raise ValueError(f"scrape job {job_name!r} needs at least one target")
+        jobs[job_name]["static_configs"] = [t.static_config() for t in scraped]
     rendered["rule_files"] = [
         str((rules_dir / rule_file).resolve()) for rule_file in rendered.get("rule_files", [])
     ]
@@ -110,6 +127,7 @@ def start_stack(
     workdir: Path,
     *,
     service_target: str = "localhost:3000",
+    service_targets: list[ScrapeTarget] | None = None,
     host: str = "127.0.0.1",
     prometheus_port: int = 9090,
     pushgateway_port: int = 9091,
@@ -118,7 +136,8 @@ def start_stack(
     config_path: Path = PROMETHEUS_CONFIG,
     ready_timeout: float = 30.0,
 ) -> RunningStack:
-    """Start the Pushgateway, then Prometheus scraping it and ``service_target``, with state
+    """Start the Pushgateway, then Prometheus scraping it and ``service_target`` (or every
+    labelled target of ``service_targets``, e.g. a stable and a canary service), with state
     and logs under ``workdir``; return once both answer ``/-/ready``. Port 0 picks a free
     port. Raises StackError when a binary is missing, a port is in use or a process fails."""
     prometheus_bin = _find_binary(PROMETHEUS_BINARIES)
@@ -132,7 +151,8 @@ def start_stack(
     config = yaml.safe_load(config_path.read_text())
     rendered = render_prometheus_config(
         config,
-        targets={SERVICE_JOB: service_target, PUSHGATEWAY_JOB: f"{host}:{pushgateway_port}"},
+        targets={SERVICE_JOB: service_targets or service_target,
+                 PUSHGATEWAY_JOB: f"{host}:{pushgateway_port}"},
         rules_dir=config_path.parent,
         scrape_interval=scrape_interval,
         evaluation_interval=evaluation_interval,
@@ -215,6 +235,9 @@ def _log_tail(path: Path, lines: int = 5) -> str:
 def monitor(
     service: Annotated[str, typer.Option(help="host:port of the running service whose "
                                          "/metrics Prometheus scrapes.")] = "localhost:3000",
+    canary: Annotated[str | None, typer.Option(
+        help="host:port of a canary service: both are then scraped with a track label "
+        "(stable, canary), as in Kubernetes, for churn canary analyze.")] = None,
     prometheus_port: Annotated[int, typer.Option(help="0 = any free port.")] = 9090,
     pushgateway_port: Annotated[int, typer.Option(help="0 = any free port.")] = 9091,
     workdir: Annotated[Path | None, typer.Option(
@@ -226,14 +249,21 @@ def monitor(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     workdir = workdir or churn_home() / "monitor"
-    stack = start_stack(workdir, service_target=service, prometheus_port=prometheus_port,
-                        pushgateway_port=pushgateway_port)
+    targets = None
+    if canary:
+        targets = [ScrapeTarget(service, {"track": "stable"}),
+                   ScrapeTarget(canary, {"track": "canary"})]
+    stack = start_stack(workdir, service_target=service, service_targets=targets,
+                        prometheus_port=prometheus_port, pushgateway_port=pushgateway_port)
+    scraping = f"http://{service}/metrics"
+    if canary:
+        scraping += f" (track=stable) and http://{canary}/metrics (track=canary)"
     typer.echo(
         f"Prometheus   {stack.prometheus_url}  (alerts: {stack.prometheus_url}/alerts, "
         f"targets: {stack.prometheus_url}/targets)\n"
         f"Pushgateway  {stack.pushgateway_url}  (churn drift --pushgateway "
         f"{stack.pushgateway_url})\n"
-        f"Scraping     http://{service}/metrics\n"
+        f"Scraping     {scraping}\n"
         f"State, logs  {workdir}\n"
         "Grafana needs Docker: `docker compose up` serves the dashboards on http://localhost:3001\n"
         "Ctrl-C stops both."

@@ -71,6 +71,9 @@ class ServiceConfig(_Section):
     max_batch_rows: int = Field(10_000, ge=1, description="customers per /predict_batch call")
     max_body_bytes: int = Field(16 * 2**20, ge=1024, description="larger bodies answer 413")
     timeout_seconds: float = Field(60, gt=0, description="BentoML request timeout")
+    max_in_flight: int | None = Field(
+        256, ge=1, description="requests being served per worker beyond which new ones are "
+        "shed with 429 (counted), so latency stays bounded under overload; null = unbounded")
     access_log: bool = Field(True, description="one JSON line per request (with request id)")
     batching: BatchingConfig = BatchingConfig()
     inference_log: InferenceLogConfig = InferenceLogConfig()

@@ -20,6 +20,7 @@ import numpy as np
 
 from kernel.adapters.prometheus_internals import observe_many
 
+STATUSES_AT_ZERO = ("200", "400", "413", "429", "500")
 PROBABILITY_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))  # 0.05 .. 1.0
 # /predict answers in 2-40 ms, a 10,000-row /predict_batch in ~0.1 s; the p99 objective is
 # 100 ms, so the buckets are dense around it.
@@ -46,8 +47,11 @@ class ServiceMetrics:
         for level in risk_levels:
             self.predictions.labels(risk_level=level, model_version=version)
         self.probability.labels(model_version=version)
+        # The statuses the service answers itself too: a canary's first rejected, shed or
+        # failed requests must count in the canary analysis (rollout/analysis.py).
         for endpoint in endpoints:
-            self.requests.labels(endpoint=endpoint, code="200", model_version=version)
+            for code in STATUSES_AT_ZERO:
+                self.requests.labels(endpoint=endpoint, code=code, model_version=version)
         self.log_records.labels(model_version=version)
         self.log_dropped.labels(model_version=version)
 

@@ -52,17 +52,19 @@ def _usable(value: bytes) -> str | None:
 
 class RequestContextMiddleware:
     """Tags each request with an id and the served model, refuses bodies over
-    ``max_body_bytes`` (413), answers ``/readyz`` with the model, and writes one JSON access-log
-    line per request. ``on_rejected(endpoint, reason)`` counts refused requests;
-    ``on_done(endpoint, status, seconds)`` every answered one (``endpoint`` is one of the
-    ``endpoints`` paths without its slash, or "other": stray paths must not create unbounded
-    metric series)."""
+    ``max_body_bytes`` (413) and requests beyond ``max_in_flight`` per worker (429, shed),
+    answers ``/readyz`` with the model, and writes one JSON access-log line per request.
+
+    ``on_rejected(endpoint, reason)`` counts refused requests; ``on_done(endpoint, status,
+    seconds)`` every answered one. ``endpoint`` is one of the ``endpoints`` paths without its
+    slash, or "other": stray paths must not create unbounded metric series."""
 
     def __init__(self, app: Callable, max_body_bytes: int, access_log: bool = True,
                  on_rejected: Callable[[str, str], None] | None = None,
                  model: dict[str, str] | None = None,
                  endpoints: frozenset[str] = frozenset(),
-                 on_done: Callable[[str, int, float], None] | None = None) -> None:
+                 on_done: Callable[[str, int, float], None] | None = None,
+                 max_in_flight: int | None = None) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.access_log = access_log
@@ -72,6 +74,8 @@ class RequestContextMiddleware:
         self.endpoints = endpoints
         self.version_header = (MODEL_VERSION_HEADER,
                                self.model.get("model_version", "").encode("latin-1"))
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
@@ -103,6 +107,18 @@ class RequestContextMiddleware:
         try:
             if path == "/readyz":
                 status = await self._readyz(scope, receive, send_with_id)
+            elif (self.max_in_flight is not None and path in self.endpoints
+                  and self.in_flight >= self.max_in_flight):
+                # Shed instead of queueing without bound: a 429 now beats a timeout later, and
+                # the client (or the next pod behind the Service) can retry.
+                status = 429
+                self.on_rejected(endpoint, "overloaded")
+                await _send_json(send_with_id, 429, {
+                    "error": "overloaded",
+                    "detail": [{"type": "overloaded", "loc": [], "msg": f"{self.in_flight} "
+                                f"requests in flight in this worker (limit "
+                                f"{self.max_in_flight}); retry shortly"}],
+                }, headers=[(b"retry-after", b"1")])
             elif length is not None and length > self.max_body_bytes:
                 status = 413
                 self.on_rejected(endpoint, "body_too_large")
@@ -113,7 +129,11 @@ class RequestContextMiddleware:
                                        f"{self.max_body_bytes}"}],
                 })
             else:
-                await self.app(scope, receive, send_with_id)
+                self.in_flight += 1
+                try:
+                    await self.app(scope, receive, send_with_id)
+                finally:
+                    self.in_flight -= 1
         finally:
             seconds = time.perf_counter() - started
             if path not in NOT_TRAFFIC:
@@ -144,10 +164,12 @@ class RequestContextMiddleware:
         return int(started.get("status", 500))
 
 
-async def _send_json(send: Callable, status: int, body: dict) -> None:
+async def _send_json(send: Callable, status: int, body: dict,
+                     headers: list[tuple[bytes, bytes]] | None = None) -> None:
     payload = orjson.dumps(body)
     await send({"type": "http.response.start", "status": status, "headers": [
         (b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
+        *(headers or []),
     ]})
     await send({"type": "http.response.body", "body": payload})
 

@@ -18,7 +18,7 @@ import pandas as pd
 
 from kernel.contract import DataContract, split_valid_rows
 from kernel.features import ContractTyping, DerivedFeatures
-from kernel.ingest import TableWriter  # noqa: F401 - table writing lives in kernel.ingest
+from kernel.model import base_estimators
 from kernel.store import ModelEntry
 
 logger = logging.getLogger("churn.service.scoring")
@@ -150,11 +150,11 @@ class Scorer:
         self.vocabulary = {c: pd.Index(v, dtype=object) for c, v in meta.categories.items()
                            if c in self.contract.features}
         self.recommendations = dict(recommendations or {})
-        estimator = self.model.pipeline.steps[-1][1]
-        if "n_jobs" in estimator.get_params():
-            # One thread per worker process: threads fighting over 2 cores cost more than they
-            # give for the small batches a service sees (it does not change the predictions).
-            estimator.set_params(n_jobs=1)
+        for estimator in base_estimators(self.model.classifier):
+            if "n_jobs" in estimator.get_params():
+                # One thread per worker process: threads fighting over 2 cores cost more than
+                # they give for the small batches a service sees (predictions do not change).
+                estimator.set_params(n_jobs=1)
         self.builder = MatrixBuilder.compile(self.model.preprocessor, self.contract)
         if self.builder is None:
             logger.warning("preprocessor not recognised: scoring through sklearn (slower)")

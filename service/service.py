@@ -142,4 +142,4 @@ ChurnService.add_asgi_middleware(
     access_log=config.access_log, on_rejected=lambda endpoint, reason: _count_invalid(
         endpoint, [reason]), model=served.identity, endpoints=ENDPOINTS,
     on_done=lambda endpoint, status, seconds: service_metrics().request_done(
-        VERSION, endpoint, status, seconds))
+        VERSION, endpoint, status, seconds), max_in_flight=config.max_in_flight)

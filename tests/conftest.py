@@ -22,6 +22,19 @@ CONTRACT_PATH = REPO / "configs" / "streaming_churn.contract.yaml"
 CHURN = str(REPO / ".venv" / "bin" / "churn")
 
 
+@pytest.fixture(autouse=True)
+def _churn_logging_restored():
+    """The service's JSON logging stops ``churn.*`` records from propagating (they have their
+    own handler); a test that starts it in-process must not hide them from later tests' caplog."""
+    import logging
+
+    logger = logging.getLogger("churn")
+    saved = (list(logger.handlers), logger.propagate, logger.level)
+    yield
+    logger.handlers[:], logger.propagate, logger.level = saved[0], saved[1], saved[2]
+    logger.setLevel(saved[2])
+
+
 @pytest.fixture(scope="session")
 def churn_home() -> Path:
     return _SESSION_HOME

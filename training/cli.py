@@ -86,8 +86,9 @@ def train(
                                 "apply when the file does not exist)."),
     summary: Path | None = typer.Option(None, help="Write a JSON summary here (roc_auc, pr_auc, "
                                         "precision, recall, threshold, model_tag, promoted...)."),
-    budget: float | None = typer.Option(None, help="Override search_budget_seconds: tuning "
-                                        "time after the first round of candidates."),
+    budget: float | None = typer.Option(None, help="Override search_budget_seconds: the "
+                                        "wall-clock cap on tuning (the trial budget scales "
+                                        "with the table, trial_rows)."),
     mlflow_uri: str | None = typer.Option(None, "--mlflow-uri", help=MLFLOW_URI_HELP),
     sample_rows: int | None = typer.Option(
         None, "--sample-rows", min=100, help="For tables larger than memory: train on a "
@@ -122,12 +123,17 @@ def train(
         summary.write_text(result.model_dump_json(indent=2))
     typer.echo(
         f"{result.model_tag}: {result.stage} ({result.decision})\n"
-        f"  {result.algorithm}+{result.imbalance}  roc_auc {result.roc_auc:.4f}  "
+        f"  {_candidate(result.algorithm, result.imbalance)}  roc_auc {result.roc_auc:.4f}  "
         f"pr_auc {result.pr_auc:.4f}  precision {result.precision:.3f}  "
         f"recall {result.recall:.3f}  brier {result.brier:.4f}  threshold {result.threshold:.3f}"
     )
     if result.sample and result.sample.rows < result.sample.source_rows:
         typer.echo(f"  trained on {result.sample}")
+
+
+def _candidate(algorithm: str, imbalance: str) -> str:
+    """``xgboost+class_weight``; an ensemble of several algorithms is just ``ensemble``."""
+    return algorithm if algorithm == "ensemble" else f"{algorithm}+{imbalance}"
 
 
 def models(

@@ -40,6 +40,10 @@ SERVING_PACKAGES = ["scikit-learn", "xgboost-cpu", "pandas", "numpy", "joblib", 
                     "pyyaml"]
 
 
+class LeakageSuspected(ValueError):
+    """A feature separates the classes almost perfectly on its own: refused before training."""
+
+
 class TrainingSummary(HoldoutMetrics):
     """What `churn train --summary` writes: the holdout metrics, flat, and what became of them."""
 
@@ -132,6 +136,12 @@ def train_and_register(
     for column, auc in suspects.items():
         log.warning('feature "%s" alone has ROC-AUC %.3f: check it is known before churn '
                     "(leakage?)", column, auc)
+    if suspects and config.leakage_action == "refuse":
+        named = ", ".join(f'"{c}" (ROC-AUC {auc:.3f})' for c, auc in suspects.items())
+        raise LeakageSuspected(
+            f"feature(s) {named} alone predict {contract.target.column!r} at or above "
+            f"leakage_auc {config.leakage_auc}: such a column is usually known only after the "
+            "outcome; add it to the contract's drop list (or set leakage_action: warn)")
 
     fitted = select_model(X_train, y_train, contract, config)
     test_probability = fitted.model.predict_proba(X_test)

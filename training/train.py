@@ -1,7 +1,13 @@
-"""Model selection: candidates x imbalance strategies, tuned by cross-validation on the
-training split only, then out-of-fold calibration and threshold, then one final fit.
+"""Model selection on the training split only, by out-of-fold scores on stratified folds:
 
-The test split is never seen here: ``fit_model`` receives only training rows.
+1. every algorithm x imbalance treatment once with defaults (none is starved by the budget);
+2. Optuna TPE on the best configuration of the best algorithms, for a trial budget that scales
+   with the table (``trial_budget``) under a wall-clock cap;
+3. a stacked ensemble of the best model of each algorithm, kept only when its nested
+   out-of-fold score beats the best single model's;
+
+then Platt calibration, threshold and risk cut-offs from out-of-fold scores, and one final fit
+on all training rows. The test split is never seen here: ``select_model`` gets training rows.
 """
 
 from __future__ import annotations
@@ -9,10 +15,11 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from itertools import combinations
+from typing import Literal
 
 import numpy as np
 import pandas as pd
-from sklearn.base import clone
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
@@ -20,7 +27,7 @@ from sklearn.pipeline import Pipeline
 
 from kernel.contract import DataContract
 from kernel.features import FeatureLayout, build_preprocessor, frequent_categories
-from kernel.model import ChurnModel, PlattCalibration
+from kernel.model import ChurnModel, LogOddsBlend, PlattCalibration, log_odds
 from kernel.store import RiskCutoffs
 from training.config import Algorithm, Imbalance, TrainConfig
 from training.evaluate import best_threshold, risk_cutoffs, selection_score
@@ -41,13 +48,20 @@ DEFAULT_PARAMS: dict[str, Params] = {
 
 @dataclass(frozen=True)
 class Candidate:
-    algorithm: Algorithm
-    imbalance: Imbalance
+    """A leaderboard row: one configuration and its out-of-fold score. An ensemble's row has
+    ``algorithm`` "ensemble" and its weighted members (one per algorithm); its params are the
+    members' weights, imbalance treatments and params, keyed "<algorithm>.<name>"."""
+
+    algorithm: Algorithm | Literal["ensemble"]
+    imbalance: str
     params: Params
     cv_score: float
+    members: tuple[tuple[Candidate, float], ...] = ()
 
     @property
     def name(self) -> str:
+        if self.members:
+            return "ensemble(" + ", ".join(m.name for m, _ in self.members) + ")"
         return f"{self.algorithm}+{self.imbalance}"
 
 
@@ -59,7 +73,12 @@ class FittedModel:
     risk_cutoffs: RiskCutoffs
     oof_probability: np.ndarray
     categories: dict[str, list[str]]
+    # One row per algorithm+imbalance (its best configuration) and the ensemble's, best first.
     leaderboard: list[Candidate] = field(default_factory=list)
+
+
+# Trials a search space can use: TPE covers logistic regression's one parameter in a few.
+TRIAL_CAP: dict[str, int] = {"logistic": 8}
 
 
 def suggest_params(trial: object, algorithm: Algorithm) -> Params:
@@ -67,9 +86,11 @@ def suggest_params(trial: object, algorithm: Algorithm) -> Params:
     if algorithm == "logistic":
         return {"C": trial.suggest_float("C", 1e-3, 10.0, log=True)}
     if algorithm == "random_forest":
+        # A forest trial costs about five XGBoost trials (measured): its space stays where
+        # forests do well on tables of this size rather than reaching for 400 deep trees.
         return {
-            "n_estimators": trial.suggest_int("n_estimators", 100, 400, step=50),
-            "max_depth": trial.suggest_int("max_depth", 4, 16),
+            "n_estimators": trial.suggest_int("n_estimators", 100, 300, step=50),
+            "max_depth": trial.suggest_int("max_depth", 4, 14),
             "min_samples_leaf": trial.suggest_int("min_samples_leaf", 1, 40, log=True),
             "max_features": trial.suggest_float("max_features", 0.15, 0.7),
         }
@@ -105,28 +126,23 @@ def make_classifier(
     return XGBClassifier(
         **params, monotone_constraints=tuple(monotone), tree_method="hist",
         scale_pos_weight=(1 - positive_share) / positive_share if weighted else 1.0,
-        eval_metric="logloss", n_jobs=2, random_state=seed, verbosity=0,
+        # One thread: on a shared 2-core machine XGBoost's second OpenMP thread spin-waits for a
+        # busy core and a fit took 15-30x longer (measured); one thread also keeps it exact.
+        eval_metric="logloss", n_jobs=1, random_state=seed, verbosity=0,
     )
 
 
-def make_pipeline(preprocessor: Pipeline, classifier: object, imbalance: Imbalance, seed: int):
-    """The fit-time pipeline. SMOTE sits between features and classifier and acts only on
-    fit, so it only ever resamples training folds (imblearn skips samplers at predict time)."""
-    if imbalance == "smote":
-        from imblearn.over_sampling import SMOTE
-        from imblearn.pipeline import Pipeline as ImbPipeline
-
-        return ImbPipeline([*preprocessor.steps, ("smote", SMOTE(random_state=seed)),
-                            ("classifier", classifier)])
-    return Pipeline([*preprocessor.steps, ("classifier", classifier)])
-
-
-def served_pipeline(fitted: Pipeline) -> Pipeline:
-    """The same fitted steps without samplers: what the service runs (no imblearn needed)."""
-    return Pipeline([(name, step) for name, step in fitted.steps if name != "smote"])
+PRUNE_MARGIN = 0.02  # a trial this far behind on the first fold is not worth the others
 
 
 class _Searcher:
+    """Out-of-fold scores of candidates on fixed stratified folds of the training split.
+
+    The preprocessor does not depend on the candidate, so each fold's matrices are built once
+    and every candidate and trial fits only its classifier on them (the pandas typing and
+    encoding would otherwise cost a fifth of a second per fit, a large share of a small table's
+    search)."""
+
     def __init__(self, X: pd.DataFrame, y: np.ndarray, contract: DataContract,
                  categories: dict[str, list[str]], config: TrainConfig):
         self.X, self.y, self.config = X, y, config
@@ -135,25 +151,54 @@ class _Searcher:
         self.positive_share = float(y.mean())
         self.folds = list(StratifiedKFold(config.cv_folds, shuffle=True,
                                           random_state=config.seed).split(X, y))
+        self._full_matrix: np.ndarray | None = None
+        self._monotone: dict[int, bool] = {}
+        self.matrices = []
+        for fit_rows, val_rows in self.folds:
+            preprocessor = build_preprocessor(contract, categories).fit(X.iloc[fit_rows])
+            self.matrices.append((preprocessor.transform(X.iloc[fit_rows]),
+                                  preprocessor.transform(X.iloc[val_rows])))
 
-    def pipeline(self, algorithm: Algorithm, imbalance: Imbalance, params: Params):
-        classifier = make_classifier(algorithm, imbalance, params, self.layout,
-                                     self.positive_share, self.config.seed)
-        return make_pipeline(build_preprocessor(self.contract, self.categories), classifier,
-                             imbalance, self.config.seed)
+    def respects_monotone(self, candidate: Candidate) -> bool:
+        """Trees are constrained when fitted; a linear model respects a declared monotone
+        feature only when its coefficient, fitted on all rows, has the declared sign (the
+        scaling before it is increasing)."""
+        signs = np.array(self.layout.monotone_constraints())
+        if candidate.algorithm != "logistic" or not signs.any():
+            return True
+        if id(candidate) not in self._monotone:
+            if self._full_matrix is None:
+                self._full_matrix = build_preprocessor(self.contract, self.categories
+                                                       ).fit_transform(self.X)
+            model = fit_classifier(
+                self.classifier(candidate.algorithm, candidate.imbalance, candidate.params),
+                candidate.imbalance, self._full_matrix, self.y, self.config.seed)
+            self._monotone[id(candidate)] = bool((model.coef_[0] * signs >= 0).all())
+        return self._monotone[id(candidate)]
+
+    def classifier(self, algorithm: Algorithm, imbalance: Imbalance, params: Params):
+        return make_classifier(algorithm, imbalance, params, self.layout, self.positive_share,
+                               self.config.seed)
+
+    def first_fold_score(self, oof: np.ndarray) -> float:
+        rows = self.folds[0][1]
+        return selection_score(self.config.selection_metric, self.y[rows], oof[rows])
 
     def out_of_fold(self, algorithm: Algorithm, imbalance: Imbalance, params: Params,
                     stop_below: float | None = None) -> np.ndarray | None:
-        """Raw out-of-fold scores; None when pruned (first fold far below ``stop_below``)."""
+        """Raw out-of-fold scores; None when pruned: the first fold scores ``PRUNE_MARGIN``
+        below ``stop_below``, the best candidate's score on that same fold (the same rows, so
+        the comparison is not blurred by how hard a fold happens to be)."""
         scores = np.zeros(len(self.y))
-        template = self.pipeline(algorithm, imbalance, params)
-        for i, (fit_rows, val_rows) in enumerate(self.folds):
-            model = clone(template).fit(self.X.iloc[fit_rows], self.y[fit_rows])
-            scores[val_rows] = model.predict_proba(self.X.iloc[val_rows])[:, 1]
+        for i, ((fit_rows, val_rows), (fit_matrix, val_matrix)) in enumerate(
+                zip(self.folds, self.matrices, strict=True)):
+            model = fit_classifier(self.classifier(algorithm, imbalance, params), imbalance,
+                                   fit_matrix, self.y[fit_rows], self.config.seed)
+            scores[val_rows] = model.predict_proba(val_matrix)[:, 1]
             if i == 0 and stop_below is not None:
                 first = selection_score(self.config.selection_metric, self.y[val_rows],
                                         scores[val_rows])
-                if first < stop_below - 0.02:
+                if first < stop_below - PRUNE_MARGIN:
                     return None
         return scores
 
@@ -163,6 +208,163 @@ class _Searcher:
         if oof is None:
             return float("-inf"), None
         return selection_score(self.config.selection_metric, self.y, oof), oof
+
+
+def fit_classifier(classifier: object, imbalance: Imbalance, matrix: np.ndarray,
+                   y: np.ndarray, seed: int) -> object:
+    """Fit on a feature matrix; SMOTE resamples only these (fitting) rows."""
+    if imbalance == "smote":
+        from imblearn.over_sampling import SMOTE
+
+        matrix, y = SMOTE(random_state=seed).fit_resample(matrix, y)
+    return classifier.fit(matrix, y)
+
+
+def trial_budget(config: TrainConfig, rows: int) -> int:
+    """Tuning trials for a table: ``trial_rows`` / rows, within [finalists, max_trials].
+
+    A trial's cost grows with the rows, so a budget in trials x rows is a fixed amount of
+    work whatever the table: a small table gets more trials, and the selected model does not
+    depend on how busy the machine was (the wall-clock cap only guards against a slow one)."""
+    if config.max_trials == 0:
+        return 0
+    return int(min(config.max_trials, max(config.finalists, config.trial_rows // max(rows, 1))))
+
+
+def _best_per_candidate(results: list[tuple[Candidate, np.ndarray]]
+                        ) -> list[tuple[Candidate, np.ndarray]]:
+    """One row per algorithm+imbalance (its best configuration), best first."""
+    best: dict[str, tuple[Candidate, np.ndarray]] = {}
+    for candidate, oof in results:
+        if candidate.name not in best or candidate.cv_score > best[candidate.name][0].cv_score:
+            best[candidate.name] = (candidate, oof)
+    return sorted(best.values(), key=lambda r: r[0].cv_score, reverse=True)
+
+
+def _finalists(results: list[tuple[Candidate, np.ndarray]], count: int) -> list[Candidate]:
+    """The best candidate of each of the ``count`` best algorithms: tuning distinct algorithms
+    gives the ensemble different models to combine (two imbalance variants of one algorithm
+    rank customers almost identically)."""
+    finalists: list[Candidate] = []
+    for candidate, _ in _best_per_candidate(results):
+        if candidate.algorithm not in {f.algorithm for f in finalists}:
+            finalists.append(candidate)
+    return finalists[:count]
+
+
+def _tune(searcher: _Searcher, results: list[tuple[Candidate, np.ndarray]],
+          config: TrainConfig, started: float) -> None:
+    """Round 2: Optuna TPE on the finalists, the trial budget shared equally between them."""
+    import optuna
+
+    metric = config.selection_metric
+    # Capped spaces first, so the trials they leave go to the finalists that can use them.
+    finalists = sorted(_finalists(results, config.finalists),
+                       key=lambda c: c.algorithm not in TRIAL_CAP)
+    trials_left = trial_budget(config, len(searcher.y))
+    deadline = started + config.search_budget_seconds
+    if trials_left:
+        log.info("round 2  tuning %s: %d trials for %d rows (time cap %.0fs)",
+                 ", ".join(f.name for f in finalists), trials_left, len(searcher.y),
+                 config.search_budget_seconds)
+    for rank, candidate in enumerate(finalists):
+        n_trials = min(trials_left // (len(finalists) - rank),
+                       TRIAL_CAP.get(candidate.algorithm, trials_left))
+        remaining = deadline - time.monotonic()
+        if n_trials <= 0 or remaining <= 1:
+            if n_trials > 0:
+                log.info("round 2  time cap reached: %s not tuned", candidate.name)
+            continue
+        start_oof = next(oof for c, oof in results if c is candidate)
+        best = {"score": candidate.cv_score, "first": searcher.first_fold_score(start_oof)}
+        study = optuna.create_study(direction="maximize",
+                                    sampler=optuna.samplers.TPESampler(seed=config.seed))
+
+        def objective(trial: optuna.Trial, c: Candidate = candidate, best: dict = best) -> float:
+            params = suggest_params(trial, c.algorithm)
+            cv, oof = searcher.score(c.algorithm, c.imbalance, params, stop_below=best["first"])
+            log.info("round 2  %-26s trial %d cv %s %s (best %.4f, %.0fs)", c.name,
+                     trial.number, metric, f"{cv:.4f}" if oof is not None else "pruned",
+                     max(best["score"], cv), time.monotonic() - started)
+            if oof is None:
+                raise optuna.TrialPruned()
+            results.append((Candidate(c.algorithm, c.imbalance, params, cv), oof))
+            if cv > best["score"]:
+                best.update(score=cv, first=searcher.first_fold_score(oof))
+            return cv
+
+        # The timeout only bites on a machine far slower than the trial budget assumes.
+        study.optimize(objective, n_trials=n_trials, timeout=remaining / (len(finalists) - rank))
+        trials_left -= len(study.trials)
+        if len(study.trials) < n_trials:
+            log.info("round 2  time cap reached after %d of %d trials of %s",
+                     len(study.trials), n_trials, candidate.name)
+
+
+MIN_MEMBER_WEIGHT = 0.05  # a member this light changes few rankings but costs a full predict
+
+
+def stacking_weights(log_odds_matrix: np.ndarray, y: np.ndarray) -> tuple[list[int], np.ndarray]:
+    """(kept columns, their weights summing to 1): a logistic regression on the members'
+    out-of-fold log-odds, refitted without any member whose weight is not clearly positive.
+    Positive weights keep the blend increasing in every member (and so monotone)."""
+    keep = list(range(log_odds_matrix.shape[1]))
+    while keep:
+        stacker = LogisticRegression(C=1.0, max_iter=1000)
+        weights = stacker.fit(log_odds_matrix[:, keep], y).coef_[0]
+        share = weights / np.abs(weights).sum()
+        if (share >= MIN_MEMBER_WEIGHT).all():
+            return keep, share
+        keep.pop(int(np.argmin(share)))
+    return [], np.array([])
+
+
+def stack_ensemble(searcher: _Searcher, leaderboard: list[tuple[Candidate, np.ndarray]]
+                   ) -> tuple[Candidate, np.ndarray] | None:
+    """The best stack of the best configuration of each algorithm, with an honest score.
+
+    The best model is stacked with every combination of the others. A stack's score is
+    nested: its weights are refitted inside each fold of the search and scored on the fold they
+    did not see. The best combination wins, the smaller on a tie, so a member stays only when
+    the blend without it scores lower (each member is a full predict at serving: a forest costs
+    5-15x XGBoost). None when no combination gives two members a weight."""
+    pool: list[tuple[Candidate, np.ndarray]] = []
+    for candidate, oof in leaderboard:
+        if candidate.algorithm not in {c.algorithm for c, _ in pool} \
+                and searcher.respects_monotone(candidate):
+            pool.append((candidate, oof))
+    scores = np.column_stack([log_odds(oof) for _, oof in pool]) if pool else None
+    y, metric = searcher.y, searcher.config.selection_metric
+    best: tuple[float, list[int], np.ndarray] | None = None
+    for size in range(1, len(pool)):
+        # Always with the best single model: a blend without it would have to beat it.
+        for others in combinations(range(1, len(pool)), size):
+            combination = (0, *others)
+            columns = scores[:, list(combination)]
+            keep, weights = stacking_weights(columns, y)
+            if len(keep) < 2:
+                continue
+            nested = np.zeros(len(y))
+            for fit_rows, val_rows in searcher.folds:
+                fold_keep, fold_weights = stacking_weights(columns[fit_rows], y[fit_rows])
+                nested[val_rows] = columns[np.ix_(val_rows, fold_keep)] @ fold_weights
+            score = selection_score(metric, y, nested)
+            if best is None or score > best[0]:
+                best = (score, [combination[i] for i in keep], weights)
+    if best is None:
+        return None
+    score, keep, weights = best
+    members = tuple((pool[i][0], float(w)) for i, w in zip(keep, weights, strict=True))
+    imbalances = sorted({m.imbalance for m, _ in members})
+    params: Params = {}
+    for member, weight in members:  # one member per algorithm, so it names the member
+        params[f"{member.algorithm}.weight"] = round(weight, 4)
+        params[f"{member.algorithm}.imbalance"] = member.imbalance
+        params.update({f"{member.algorithm}.{k}": v for k, v in member.params.items()})
+    blend = Candidate("ensemble", imbalances[0] if len(imbalances) == 1 else "mixed", params,
+                      score, members)
+    raw_oof = 1.0 / (1.0 + np.exp(-(scores[:, keep] @ weights)))
+    return blend, raw_oof
 
 
 def select_model(
@@ -186,41 +388,40 @@ def select_model(
             results.append((Candidate(algorithm, imbalance, params, cv), oof))
             log.info("round 1  %-26s cv %s %.4f  (%.0fs)", f"{algorithm}+{imbalance}", metric,
                      cv, time.monotonic() - started)
-    results.sort(key=lambda r: r[0].cv_score, reverse=True)
 
-    # Round 2: tune the finalists with the remaining budget (TPE).
-    deadline = started + config.search_budget_seconds
-    finalists = results[: config.finalists]
-    trials_left = config.max_trials
-    for rank, (candidate, _) in enumerate(finalists):
-        remaining = deadline - time.monotonic()
-        share = remaining / (len(finalists) - rank)
-        if share <= 1 or trials_left <= 0:
-            break
-        best = {"score": candidate.cv_score}
-        study = optuna.create_study(direction="maximize",
-                                    sampler=optuna.samplers.TPESampler(seed=config.seed))
+    # Round 2: tune the best configuration of the best algorithms.
+    _tune(searcher, results, config, started)
+    leaderboard = _best_per_candidate(results)
+    # The gate rejects a model whose risk moves against a declared monotone feature, so such a
+    # candidate (only a linear one can be) is ranked but never selected.
+    # (With no other candidate it stays, and the gate says why it is rejected.)
+    eligible = [row for row in leaderboard if searcher.respects_monotone(row[0])]
+    for candidate, _ in leaderboard:
+        if not searcher.respects_monotone(candidate):
+            log.info("skipped  %s: its risk moves against a declared monotone feature",
+                     candidate.name)
+    winner, raw_oof = (eligible or leaderboard)[0]
 
-        def objective(trial: optuna.Trial, c: Candidate = candidate, best: dict = best) -> float:
-            params = suggest_params(trial, c.algorithm)
-            cv, oof = searcher.score(c.algorithm, c.imbalance, params, stop_below=best["score"])
-            log.info("round 2  %-26s trial %d cv %s %s (best %.4f, %.0fs of %.0fs)", c.name,
-                     trial.number, metric, f"{cv:.4f}" if oof is not None else "pruned",
-                     max(best["score"], cv), time.monotonic() - started,
-                     config.search_budget_seconds)
-            if oof is None:
-                raise optuna.TrialPruned()
-            results.append((Candidate(c.algorithm, c.imbalance, params, cv), oof))
-            best["score"] = max(best["score"], cv)
-            return cv
-
-        n_trials = max(1, trials_left // (len(finalists) - rank))
-        study.optimize(objective, n_trials=n_trials, timeout=share)
-        trials_left -= len(study.trials)
-
-    results.sort(key=lambda r: r[0].cv_score, reverse=True)
-    winner, raw_oof = results[0]
-    log.info("selected %s with cv %s %.4f", winner.name, metric, winner.cv_score)
+    # Round 3: a stacked ensemble of the best model of each algorithm, kept only when its
+    # (nested) out-of-fold score beats the best single candidate's.
+    ensemble = None
+    if config.ensemble:
+        ensemble = stack_ensemble(searcher, leaderboard)
+        if ensemble is None:
+            log.info("round 3  no ensemble: no other algorithm earns %.0f%% of the weight",
+                     100 * MIN_MEMBER_WEIGHT)
+        else:
+            blend, blend_oof = ensemble
+            keep = blend.cv_score > winner.cv_score
+            log.info("round 3  ensemble %s: cv %s %.4f vs best single %.4f: %s",
+                     " + ".join(f"{m.name} x{w:.2f}" for m, w in blend.members), metric,
+                     blend.cv_score, winner.cv_score, "kept" if keep else "not kept")
+            leaderboard.append(ensemble)
+            leaderboard.sort(key=lambda r: r[0].cv_score, reverse=True)
+            if keep:
+                winner, raw_oof = blend, blend_oof
+    log.info("selected %s with cv %s %.4f (%.0fs)", winner.name, metric, winner.cv_score,
+             time.monotonic() - started)
 
     # Calibration, threshold and risk cut-offs all come from out-of-fold predictions.
     calibration = PlattCalibration.fit(raw_oof, y)
@@ -228,11 +429,28 @@ def select_model(
     threshold = best_threshold(y, oof_probability, contract.costs)
     cutoffs = risk_cutoffs(oof_probability, threshold, config.high_risk_share)
 
-    final = searcher.pipeline(winner.algorithm, winner.imbalance, winner.params).fit(X, y)
-    model = ChurnModel(served_pipeline(final), calibration)
-    leaderboard = [c for c, _ in results]
+    model = ChurnModel(fit_candidate(winner, X, y, contract, categories, config), calibration)
     return FittedModel(model, winner, threshold, cutoffs, oof_probability, categories,
-                       leaderboard)
+                       [c for c, _ in leaderboard])
+
+
+def fit_candidate(candidate: Candidate, X: pd.DataFrame, y: np.ndarray, contract: DataContract,
+                  categories: dict[str, list[str]], config: TrainConfig) -> Pipeline:
+    """The served pipeline of a leaderboard row, fitted on all of ``X`` (raw columns in, raw
+    score out). An ensemble's members share one preprocessor: it does not depend on them."""
+    preprocessor = build_preprocessor(contract, categories).fit(X)
+    matrix = preprocessor.transform(X)
+    layout = FeatureLayout(contract, categories)
+    members = candidate.members or ((candidate, 1.0),)
+    fitted = [
+        (m.name, fit_classifier(make_classifier(m.algorithm, m.imbalance, m.params, layout,
+                                                float(y.mean()), config.seed),
+                                m.imbalance, matrix, y, config.seed))
+        for m, _ in members
+    ]
+    classifier = fitted[0][1] if not candidate.members else LogOddsBlend(
+        fitted, [w for _, w in members])
+    return Pipeline([*preprocessor.steps, ("classifier", classifier)])
 
 
 def leakage_suspects(X: pd.DataFrame, y: np.ndarray, limit: float) -> dict[str, float]:

@@ -135,3 +135,19 @@ def test_scoring_splits_rejects_with_reasons(customers, contract):
 def test_inconsistent_contracts_are_refused(raw, message):
     with pytest.raises(ContractError, match=message):
         DataContract.from_dict(raw)
+
+
+def test_collapsed_labels_are_refused_with_the_rate(contract):
+    import numpy as np
+    import pandas as pd
+
+    from kernel.contract import ContractViolation, validate_training_data
+    from training.generate import GeneratorConfig, generate_customers
+
+    frame = generate_customers(GeneratorConfig(rows=10_000, seed=1))
+    positives = np.flatnonzero(frame["churned"].to_numpy() == 1)
+    frame.loc[positives[30:], "churned"] = 0  # 30 churners left of 10,000: 0.30%
+    with pytest.raises(ContractViolation) as raised:
+        validate_training_data(pd.DataFrame(frame), contract)
+    assert 'column "churned": 30 rows positive (1), a rate of 0.30%, below ' \
+           "min_positive_rate 0.50%" in str(raised.value)

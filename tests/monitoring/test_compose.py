@@ -92,7 +92,8 @@ def test_grafana_reads_the_provisioned_datasource_and_dashboards(compose: dict) 
 
 def test_the_service_writes_its_inference_log_to_the_host(compose: dict) -> None:
     """The log lands in ./.churn/inference_log, where `churn drift` on the host reads it."""
-    bento_env = yaml.safe_load((REPO / "bentofile.yaml").read_text())["docker"]["env"]
+    bento_env = {e["name"]: e["value"]
+                 for e in yaml.safe_load((REPO / "bentofile.yaml").read_text())["envs"]}
     service = compose["services"]["churn-service"]
     churn_home = service.get("environment", {}).get("CHURN_HOME", bento_env["CHURN_HOME"])
     assert bind_mounts(service)[PurePosixPath(churn_home) / "inference_log"] == (

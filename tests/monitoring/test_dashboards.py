@@ -21,7 +21,7 @@ import httpx
 import pytest
 import yaml
 
-from monitoring.stack import RunningStack, start_stack
+from monitoring.stack import RunningStack, ScrapeTarget, start_stack
 from tests.servers import SERVICE, customer_bodies, start_server
 
 REPO = Path(__file__).resolve().parents[2]
@@ -80,6 +80,24 @@ def test_dashboards_have_fixed_uids_and_use_the_provisioned_datasource() -> None
         assert len(ids) == len(set(ids)), f"{path.name}: duplicate panel ids"
 
 
+# Series the service exposes (the scrape adds track); pushed job results carry no track.
+SERVED_SERIES = re.compile(r"\b(bentoml_service_\w+|churn_(?:requests_total|request_duration_\w+"
+                           r"|predictions_total|prediction_probability_(?:bucket|sum|count)"
+                           r"|validation_failures_total|unseen_categories_total|model_info"
+                           r"|model_test_roc_auc|inference_log_\w+)|track_model_version:\S+?)"
+                           r"(\{[^}]*\})?[\[)\s]")
+
+
+def test_service_and_model_panels_follow_the_track_selector() -> None:
+    for name in ("service.json", "model.json"):
+        dashboard = load(REPO / "grafana" / "dashboards" / name)
+        assert "track" in [v["name"] for v in dashboard["templating"]["list"]], name
+        for panel in panels(dashboard):
+            for target in panel["targets"]:
+                for metric, selector in SERVED_SERIES.findall(target["expr"] + " "):
+                    assert 'track=~"$track"' in selector, f"{name} / {panel['title']}: {metric}"
+
+
 # ------------------------------------------------------------------ the real stack
 
 
@@ -114,8 +132,10 @@ def service_url(trained_entry, workdir: Path) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def stack(service_url: str, workdir: Path) -> Iterator[RunningStack]:
-    target = service_url.removeprefix("http://")
-    with start_stack(workdir / "stack", service_target=target, prometheus_port=0,
+    # Labelled as Kubernetes labels the stable pods (ServiceMonitor podTargetLabels), so the
+    # track selector and the per-track panels have data.
+    target = ScrapeTarget(service_url.removeprefix("http://"), {"track": "stable"})
+    with start_stack(workdir / "stack", service_targets=[target], prometheus_port=0,
                      pushgateway_port=0, scrape_interval="1s",
                      evaluation_interval="1s") as running:
         yield running

@@ -14,7 +14,12 @@ import httpx
 import pytest
 import yaml
 
-from monitoring.stack import PROMETHEUS_CONFIG, render_prometheus_config, start_stack
+from monitoring.stack import (
+    PROMETHEUS_CONFIG,
+    ScrapeTarget,
+    render_prometheus_config,
+    start_stack,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -39,6 +44,21 @@ def test_render_points_jobs_at_local_targets_and_keeps_the_rest() -> None:
     assert config["scrape_configs"][0]["static_configs"][0]["targets"] == ["churn-service:3000"]
     with pytest.raises(ValueError, match="no scrape job 'nope'"):
         render_prometheus_config(config, targets={"nope": "x:1"}, rules_dir=Path("."))
+
+
+def test_render_labels_several_service_targets_by_track() -> None:
+    """Stable and canary scraped with the label Kubernetes would copy from the pods."""
+    config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+    rendered = render_prometheus_config(
+        config, rules_dir=PROMETHEUS_CONFIG.parent, targets={"churn-service": [
+            ScrapeTarget("127.0.0.1:3000", {"track": "stable"}),
+            ScrapeTarget("127.0.0.1:3001", {"track": "canary"})]})
+    jobs = {job["job_name"]: job for job in rendered["scrape_configs"]}
+    assert jobs["churn-service"]["static_configs"] == [
+        {"targets": ["127.0.0.1:3000"], "labels": {"track": "stable"}},
+        {"targets": ["127.0.0.1:3001"], "labels": {"track": "canary"}}]
+    with pytest.raises(ValueError, match="at least one target"):
+        render_prometheus_config(config, targets={"churn-service": []}, rules_dir=Path("."))
 
 
 @pytest.mark.integration

@@ -18,6 +18,13 @@ def service_module(trained_entry):
 
 
 @pytest.fixture(scope="session")
+def asgi_app(service_module):
+    """The service's ASGI app, built once: BentoML registers its metrics when it builds one,
+    and a second build in the same process fails with "Duplicated timeseries"."""
+    return service_module.ChurnService.to_asgi()
+
+
+@pytest.fixture(scope="session")
 def bodies(trained_entry) -> list[dict]:
     return request_bodies(trained_entry, 200)
 

@@ -46,12 +46,12 @@ def test_a_slow_request_answers_504_as_bentoml_does():
         "error": "Not able to process the request in 0.05 seconds"}
 
 
-def test_the_real_service_app_leaves_no_timer_after_a_burst(service_module, bodies):
+def test_the_real_service_app_leaves_no_timer_after_a_burst(asgi_app, bodies):
     """BentoML builds the app's middleware stack itself; if an upgrade stops taking the timeout
     class from where the adapter installs it, its 60 s timers pile up again, and this fails."""
     from starlette.testclient import TestClient
 
-    with TestClient(service_module.ChurnService.to_asgi()) as client:
+    with TestClient(asgi_app) as client:
         for body in bodies[:50]:
             assert client.post("/predict", json=body).status_code == 200
 
@@ -61,3 +61,50 @@ def test_the_real_service_app_leaves_no_timer_after_a_burst(service_module, bodi
             return sum(1 for h in loop._scheduled if not h.cancelled() and h.when() > horizon)
 
         assert client.portal.call(pending_long_timers) == 0
+
+
+def test_requests_beyond_the_in_flight_limit_are_shed_with_429_and_counted():
+    from service.middleware import RequestContextMiddleware
+
+    release = asyncio.Event()
+    done: list[tuple[str, int]] = []
+    rejected: list[tuple[str, str]] = []
+
+    async def slow_app(scope, receive, send) -> None:
+        await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    middleware = RequestContextMiddleware(
+        slow_app, max_body_bytes=1000, access_log=False, endpoints=frozenset({"/predict"}),
+        on_done=lambda endpoint, status, seconds: done.append((endpoint, status)),
+        on_rejected=lambda endpoint, reason: rejected.append((endpoint, reason)),
+        max_in_flight=2)
+
+    async def call(path: str = "/predict") -> list[dict]:
+        sent: list[dict] = []
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        async def receive() -> dict:
+            return {"type": "http.request", "body": b""}
+
+        await middleware({**SCOPE, "path": path, "headers": []}, receive, send)
+        return sent
+
+    async def scenario() -> tuple[list, list]:
+        first = [asyncio.create_task(call()) for _ in range(2)]
+        await asyncio.sleep(0.05)  # both are in flight now
+        shed = await call()
+        release.set()
+        await asyncio.gather(*first)
+        return shed, await call()
+
+    shed, after = asyncio.run(scenario())
+    assert shed[0]["status"] == 429
+    assert (b"retry-after", b"1") in shed[0]["headers"]
+    assert orjson.loads(shed[1]["body"])["detail"][0]["type"] == "overloaded"
+    assert after[0]["status"] == 200  # capacity is back once the others finish
+    assert rejected == [("predict", "overloaded")]
+    assert sorted(done) == [("predict", 200)] * 3 + [("predict", 429)]

@@ -18,8 +18,8 @@ def service(service_module):
 
 
 @pytest.fixture(scope="module")
-def client(service_module):
-    with TestClient(service_module.ChurnService.to_asgi(), raise_server_exceptions=False) as c:
+def client(asgi_app):
+    with TestClient(asgi_app, raise_server_exceptions=False) as c:
         yield c
 
 

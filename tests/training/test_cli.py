@@ -111,3 +111,21 @@ def test_default_training_from_sqlite_reaches_the_floor_on_the_time_split(tmp_pa
     listed = stored_models(tmp_path)
     assert [m["tag"] for m in listed] == [facts["model_tag"]]
     assert listed[0]["stage"] == "champion"
+
+
+@pytest.mark.integration
+def test_sigterm_ends_a_command_at_once_and_leaves_no_partial_output(tmp_path):
+    """As a CronJob's PID 1 a command must not ignore SIGTERM, and what it was writing must not
+    appear half-done (the all-or-nothing writers clean up on the way out)."""
+    import signal
+    import time
+
+    output = tmp_path / "big.csv"
+    env = {**os.environ, "CHURN_HOME": str(tmp_path)}
+    process = subprocess.Popen([CHURN, "generate", "--rows", "3000000", "--output", str(output)],
+                               env=env, stderr=subprocess.PIPE, text=True)
+    time.sleep(5)  # importing and generating take longer than this for 3M rows
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 128 + signal.SIGTERM
+    assert list(tmp_path.iterdir()) == [] or not output.exists()
+    assert not list(tmp_path.glob(".*big*"))

@@ -9,7 +9,8 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from kernel.contract import Costs, DataContract, FeatureSpec, validate_training_data
-from kernel.features import FeatureLayout, build_preprocessor, frequent_categories
+from kernel.features import frequent_categories
+from training.config import TrainConfig
 from training.evaluate import (
     best_threshold,
     calibration_error,
@@ -18,7 +19,7 @@ from training.evaluate import (
 )
 from training.generate import GeneratorConfig, generate_customers
 from training.split import split_rows
-from training.train import leakage_suspects, make_classifier, make_pipeline
+from training.train import Candidate, fit_candidate, leakage_suspects
 
 
 @pytest.fixture(scope="module")
@@ -29,12 +30,10 @@ def split_data(contract):
 
 
 def fit_xgboost(contract: DataContract, X: pd.DataFrame, y: np.ndarray):
-    categories = frequent_categories(X, contract)
-    classifier = make_classifier("xgboost", "class_weight", {"n_estimators": 150,
-                                 "max_depth": 4, "learning_rate": 0.1},
-                                 FeatureLayout(contract, categories), float(y.mean()), 0)
-    return make_pipeline(build_preprocessor(contract, categories), classifier,
-                         "class_weight", 0).fit(X, y)
+    candidate = Candidate("xgboost", "class_weight", {"n_estimators": 150, "max_depth": 4,
+                                                      "learning_rate": 0.1}, 0.0)
+    return fit_candidate(candidate, X, y, contract, frequent_categories(X, contract),
+                         TrainConfig(seed=0))
 
 
 def test_time_split_puts_the_newest_rows_in_test(split_data):

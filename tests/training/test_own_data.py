@@ -9,46 +9,25 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.conftest import REPO
+from tests.training.lookalikes import telecom_like
 from tests.training.test_cli import churn
 
 pytestmark = pytest.mark.e2e
 
-FAST = "algorithms: [logistic]\nimbalance: [class_weight]\nsearch_budget_seconds: 0\n" \
-       "max_trials: 0\ncv_folds: 3\nreference_rows: 500\n"
-# Column names of the classic telecom churn table, which has no customer id.
-TELECOM_CONTRACT = """\
-name: telecom
-target: {column: Churn, positive: "True"}
-features:
-  State: {type: categorical}
-  Account length: {type: numeric, min: 0}
-  International plan: {type: boolean}
-  Total day minutes: {type: numeric, min: 0}
-  Customer service calls: {type: numeric, min: 0, monotone: increasing}
-quality_floor: {roc_auc: 0.6}
-"""
+FAST = "algorithms: [xgboost]\nimbalance: [none]\nsearch_budget_seconds: 0\nmax_trials: 0\n" \
+       "cv_folds: 3\nreference_rows: 500\n"
+TELECOM_CONTRACT = REPO / "configs" / "examples" / "telecom.contract.yaml"  # no id column
 
 
 def telecom_table(rows: int, seed: int) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    day = rng.normal(180, 55, rows).clip(0)
-    calls = rng.poisson(1.5, rows)
-    plan = rng.random(rows) < 0.1
-    logit = -3 + 0.012 * (day - 180) + 0.9 * (calls >= 4) + 1.8 * plan
-    return pd.DataFrame({
-        "State": rng.choice(["KS", "OH", "NJ", "TX"], rows),
-        "Account length": rng.integers(1, 240, rows),
-        "International plan": np.where(plan, "yes", "no"),
-        "Total day minutes": day.round(1),
-        "Customer service calls": calls,
-        "Churn": rng.random(rows) < 1 / (1 + np.exp(-logit)),
-    })
+    return telecom_like(rows, np.random.default_rng(seed))
 
 
 def test_a_table_without_id_trains_scores_and_drifts_without_naming_the_model(tmp_path):
     table = tmp_path / "telecom.csv"
     telecom_table(1500, seed=3).to_csv(table, index=False)
-    (tmp_path / "telecom.contract.yaml").write_text(TELECOM_CONTRACT)
+    (tmp_path / "telecom.contract.yaml").write_text(TELECOM_CONTRACT.read_text())
     (tmp_path / "train.yaml").write_text(FAST)
     trained = churn("train", "--data", str(table), "--contract",
                     str(tmp_path / "telecom.contract.yaml"), "--config",
@@ -76,7 +55,8 @@ def test_a_table_without_id_trains_scores_and_drifts_without_naming_the_model(tm
     assert drift.stdout.startswith("telecom:")
 
     # A second dataset in the store: a command that needs a model must now be told which.
-    (tmp_path / "other.contract.yaml").write_text(TELECOM_CONTRACT.replace("telecom", "other"))
+    (tmp_path / "other.contract.yaml").write_text(
+        TELECOM_CONTRACT.read_text().replace("name: telecom", "name: other"))
     assert churn("train", "--data", str(table), "--contract", str(tmp_path / "other.contract.yaml"),
                  "--config", str(tmp_path / "train.yaml"), home=tmp_path).returncode == 0
     ambiguous = churn("score", "--input", str(tmp_path / "fresh.csv"), "--output",

@@ -189,3 +189,24 @@ def test_a_failed_store_write_after_registration_unregisters(contract, fast_conf
         blocker.unlink()
     assert registry_state("blocked_store", churn_home) == ([], None)
     assert list_entries("blocked_store") == []
+
+
+def test_a_leaking_feature_stops_training_before_anything_is_registered(
+    contract, fast_config, training_csv, churn_home, tmp_path
+):
+    import pandas as pd
+
+    from kernel.contract import FeatureSpec
+    from training.run import LeakageSuspected
+
+    # An upstream change adds a field derived from the outcome, and the contract takes it in.
+    frame = pd.read_csv(training_csv)
+    frame["account_closed_flag"] = frame["churned"]
+    leaky = tmp_path / "leaky.csv"
+    frame.to_csv(leaky, index=False)
+    own = contract.model_copy(update={"name": "leak_test", "features": {
+        **contract.features, "account_closed_flag": FeatureSpec(type="boolean")}})
+    with pytest.raises(LeakageSuspected, match='"account_closed_flag" \\(ROC-AUC 1.000\\)'):
+        train_and_register(str(leaky), own, fast_config, churn_home)
+    assert list_entries("leak_test") == []
+    assert registry_state("leak_test", churn_home) == ([], None)

@@ -1,0 +1,150 @@
+"""Settings of the canary rollout, read from ``configs/canary.yaml``.
+
+Every field has a default that works (why each number is what it is: docs/canary.md), so a
+missing file means "defaults". The thresholds are read by ``rollout.analysis``, which renders
+the same PromQL and conditions for ``churn canary analyze``, the Argo Rollouts
+AnalysisTemplate and the ``ChurnCanaryAnalysisFailing`` alert.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from kernel.yaml_model import load_yaml_model
+
+DEFAULT_CONFIG = Path("configs/canary.yaml")
+# A Prometheus range duration, e.g. 90s, 10m, 1h (one unit: what both PromQL and kubectl take).
+_DURATION = re.compile(r"^(\d+)(s|m|h)$")
+_SECONDS = {"s": 1, "m": 60, "h": 3600}
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
+class CanaryConfigError(ValueError):
+    """The canary config file is unreadable or has invalid values."""
+
+
+def duration_seconds(text: str) -> int:
+    """``"90s"``, ``"10m"``, ``"1h"`` -> seconds. Raises ValueError otherwise."""
+    match = _DURATION.match(str(text).strip())
+    if not match or int(match.group(1)) <= 0:
+        raise ValueError(f"duration {text!r} is not a positive whole number of s, m or h "
+                         "(e.g. 90s, 10m, 1h)")
+    return int(match.group(1)) * _SECONDS[match.group(2)]
+
+
+def _check_duration(value: str) -> str:
+    duration_seconds(value)
+    return value
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AnalysisSettings(_Section):
+    """Canary vs stable over the same window. Differences are canary minus stable."""
+
+    window: str = Field("10m", description="both tracks are compared over this last period")
+    match: dict[str, str] = Field(
+        default_factory=dict,
+        description="extra label matchers for every series, e.g. {namespace: churn}: needed "
+        "when one Prometheus scrapes several churn-serve installations")
+    min_requests: int = Field(200, ge=1, description="HTTP checks need this many requests on "
+                              "each track, else they are inconclusive")
+    min_predictions: int = Field(500, ge=1, description="prediction checks need this many "
+                                 "scored customers on each track, else inconclusive")
+    max_failed_increase_pp: float = Field(
+        1.0, ge=0, description="requests failed (5xx) or shed as overload (429) per 100, pp")
+    max_rejected_increase_pp: float = Field(
+        2.0, ge=0, description="requests refused as bad input (4xx but 429) per 100, pp")
+    latency_endpoint: str = Field("predict", description="endpoint label of the latency checks")
+    latency_floor_seconds: float = Field(
+        0.02, gt=0, description="stable latency below this counts as this: a 2 ms -> 4 ms "
+        "change is not a regression")
+    max_p95_latency_ratio: float = Field(1.5, gt=1)
+    max_p99_latency_ratio: float = Field(2.0, gt=1)
+    max_will_churn_share_diff_pp: float = Field(8.0, gt=0, description="|canary - stable| share "
+                                                "of customers flagged will_churn, pp")
+    max_high_share_diff_pp: float = Field(6.0, gt=0, description="|canary - stable| share HIGH")
+    max_mean_probability_diff: float = Field(0.04, gt=0, lt=1)
+    max_probability_psi: float = Field(0.1, gt=0, description="PSI of the two probability "
+                                       "distributions (histogram bins)")
+    psi_epsilon: float = Field(1e-4, gt=0, lt=0.01, description="floor of an empty bin's share")
+    max_unseen_increase_pp: float = Field(1.0, ge=0, description="unseen categories per 100 "
+                                          "predictions, canary minus stable")
+
+    _window = field_validator("window")(_check_duration)
+
+    @field_validator("match")
+    @classmethod
+    def _label_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not _LABEL_NAME.match(name) or name in {"track", "le", "__name__"}:
+                raise ValueError(f"match: {name!r} cannot be used as an extra label matcher")
+        return value
+
+
+class KubernetesSettings(_Section):
+    """Where the two Deployments live and how kubectl reaches them."""
+
+    kubectl: str = Field("kubectl", description="kubectl binary (a path or a name on PATH)")
+    context: str | None = Field(None, description="kubeconfig context; None = current")
+    namespace: str | None = Field(None, description="None = the context's namespace")
+    stable: str = "churn-serve"
+    canary: str = "churn-serve-canary"
+    container: str = Field("churn-serve", description="the serving container of both Deployments")
+    model_env: str = "CHURN_MODEL_TAG"
+    rollout_timeout: str = Field("10m", description="kubectl rollout status --timeout")
+    # Argo Rollouts: where the AnalysisTemplate's queries go (the in-cluster Prometheus).
+    prometheus_address: str = "http://prometheus-operated.monitoring.svc:9090"
+
+    _timeout = field_validator("rollout_timeout")(_check_duration)
+
+
+class RunSettings(_Section):
+    """``churn canary run``: traffic steps with an analysis after each."""
+
+    steps: list[int] = Field([5, 25, 50, 100], description="canary traffic share per step, %; "
+                             "100 means promote")
+    pause: str = Field("10m", description="wait after each step before analysing; at least "
+                       "the analysis window, so the window holds only this step's traffic")
+    inconclusive_retries: int = Field(2, ge=0, description="extra pauses when an analysis is "
+                                      "inconclusive before the run aborts")
+
+    _pause = field_validator("pause")(_check_duration)
+
+    @field_validator("steps")
+    @classmethod
+    def _increasing(cls, steps: list[int]) -> list[int]:
+        if not steps or any(not 0 < s <= 100 for s in steps) or steps != sorted(set(steps)):
+            raise ValueError("steps must be increasing percentages in 1..100")
+        return steps
+
+
+class CanaryConfig(_Section):
+    prometheus_url: str = Field("http://127.0.0.1:9090", description="for churn canary analyze")
+    analysis: AnalysisSettings = AnalysisSettings()
+    kubernetes: KubernetesSettings = KubernetesSettings()
+    run: RunSettings = RunSettings()
+
+    @model_validator(mode="after")
+    def _pause_covers_window(self) -> CanaryConfig:
+        if duration_seconds(self.run.pause) < duration_seconds(self.analysis.window):
+            raise ValueError(f"run.pause {self.run.pause} is shorter than analysis.window "
+                             f"{self.analysis.window}: the analysis would mix two steps")
+        return self
+
+    @classmethod
+    def from_yaml(cls, path: Path | None) -> CanaryConfig:
+        """Read the file; None gives the defaults. Raises CanaryConfigError naming the key."""
+        if path is None:
+            return cls()
+        return load_yaml_model(cls, path, "canary config", CanaryConfigError)
+
+    @classmethod
+    def locate(cls, path: Path) -> CanaryConfig:
+        """``path``, except that the default file may be absent (then the defaults)."""
+        return cls.from_yaml(None if path == DEFAULT_CONFIG and not path.exists() else path)
