@@ -1,4 +1,4 @@
-"""k8s/components/dask: rendered by the real kubectl (kustomize) on a stand-in base, every
+"""k8s/components/dask: rendered by the real kubectl (kustomize) on the real base, every
 object valid against a strict schema (the DaskCluster against the operator's own CRD, with
 unknown fields forbidden), the restricted security profile, and the wiring the jobs rely on."""
 
@@ -22,48 +22,26 @@ SCHEMAS = Path(__file__).parent / "schemas"
 KUBECTL = str(Path(sys.executable).with_name("kubectl"))
 KUBERNETES_VERSION = "1.37.0"
 
-# A stand-in for k8s/base with just what the component refers to (the drift CronJob it patches,
-# the model ConfigMap its scoring job reads), so this component is tested on its own; the
-# overlays that include it are rendered and validated whole by the tests of k8s/overlays.
-STUB_BASE = {
-    "kustomization.yaml": """
+# An overlay like the ones the component is meant for: the real base plus this component, with
+# the image set the way CI sets it (`kustomize edit set image churn-jobs=...`).
+OVERLAY = """
 apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
-resources: [cronjob-drift.yaml]
-configMapGenerator:
-  - name: churn-model
-    literals: [CHURN_MODEL_TAG=streaming_churn:champion]
+resources: [BASE]
 components: [COMPONENT]
-images:  # what `kustomize edit set image churn-jobs=...` writes: it reaches the DaskCluster too
+images:
   - name: churn-jobs
     newName: registry.example/churn-jobs
     newTag: "1.2.3"
-""",
-    "cronjob-drift.yaml": """
-apiVersion: batch/v1
-kind: CronJob
-metadata:
-  name: churn-drift
-spec:
-  schedule: "0 * * * *"
-  jobTemplate:
-    spec:
-      template:
-        spec:
-          restartPolicy: Never
-          containers:
-            - name: job
-              image: churn-jobs
-              command: ["churn", "drift"]
-""",
-}
+"""
 
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory) -> list[dict]:
     root = tmp_path_factory.mktemp("dask-overlay")
-    for name, text in STUB_BASE.items():
-        (root / name).write_text(text.replace("COMPONENT", os.path.relpath(COMPONENT, root)))
+    (root / "kustomization.yaml").write_text(
+        OVERLAY.replace("BASE", os.path.relpath(REPO / "k8s" / "base", root))
+        .replace("COMPONENT", os.path.relpath(COMPONENT, root)))
     done = subprocess.run([KUBECTL, "kustomize", str(root)], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr
@@ -94,9 +72,8 @@ def _one(objects: list[dict], kind: str, name: str) -> dict:
 
 
 def test_every_object_is_valid_against_a_strict_schema(rendered):
-    kinds = sorted({o["kind"] for o in rendered})
-    assert kinds == ["ConfigMap", "CronJob", "DaskAutoscaler", "DaskCluster", "NetworkPolicy",
-                     "PersistentVolumeClaim"]
+    kinds = {o["kind"] for o in rendered}
+    assert {"DaskCluster", "DaskAutoscaler", "CronJob", "NetworkPolicy"} <= kinds
     for obj in rendered:
         validate(obj)
 
@@ -132,8 +109,8 @@ def _pods(objects: list[dict]) -> list[tuple[str, dict]]:
 
 def test_dask_pods_and_the_scoring_job_keep_the_restricted_profile(rendered):
     for name, pod in _pods(rendered):
-        if name == "churn-drift":
-            continue  # the stand-in; the base's own tests check the real one
+        if not name.startswith("dask") and name != "churn-score":
+            continue  # the base's pods: its own tests check them
         assert pod["automountServiceAccountToken"] is False, name
         security = pod["securityContext"]
         assert security["runAsNonRoot"] and security["seccompProfile"]["type"] == "RuntimeDefault"
