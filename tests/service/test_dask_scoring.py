@@ -73,8 +73,13 @@ def test_dask_scores_equal_single_process_and_predict(
     csv_scores = _by_id(pd.read_parquet(tmp_path / "csv_scores"))
 
     assert len(single) == 597
+    # Decisions and labels are identical. A probability may differ in its last bits: BLAS sums
+    # a matrix product in an order that depends on how many rows the chunk holds (seen on a
+    # few rows of 597 with a logistic member, about 1e-17), never by a visible amount.
     for scores in (parquet_scores, csv_scores):
-        pd.testing.assert_frame_equal(scores[COLUMNS], single[COLUMNS], check_exact=True)
+        pd.testing.assert_frame_equal(scores[COLUMNS[1:]], single[COLUMNS[1:]], check_exact=True)
+        difference = (scores["churn_probability"] - single["churn_probability"]).abs().max()
+        assert difference < 1e-12, difference
     assert (single["unseen_categories"] == "region").sum() > 50
     rejects = pd.read_parquet(tmp_path / "scores.rejects")
     assert sorted(rejects["customer_id"]) == sorted(customers["customer_id"].iloc[[10, 20, 30]])
@@ -86,7 +91,7 @@ def test_dask_scores_equal_single_process_and_predict(
         body = bodies[i]
         answer = httpx.post(f"{server.url}/predict", json=body, timeout=30).json()
         row = parquet_scores.loc[body["customer_id"]]
-        assert answer["churn_probability"] == row["churn_probability"]
+        assert answer["churn_probability"] == pytest.approx(row["churn_probability"], abs=1e-12)
         assert answer["risk_level"] == row["risk_level"]
         assert answer["model_version"] == row["model_version"]
 
