@@ -111,7 +111,7 @@ k8s-scan: k8s  ## checkov's Kubernetes checks on the rendered overlays (skips ju
 	  $(CHECKOV_VENV)/bin/checkov --config-file k8s/checkov.yaml -f $$file || exit 1; \
 	done
 
-test: setup monitor-deps postgres-deps image-deps image  ## ruff and the whole test suite: unit, integration, e2e (what CI runs)
+test: setup monitor-deps postgres-deps image-deps  ## ruff and the whole test suite: unit, integration, e2e (what CI runs)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest
 

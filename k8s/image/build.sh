@@ -79,9 +79,16 @@ build_service_image() {
 
 build_jobs_image() {
     # The context is what jobs.Containerfile copies, not the working tree (.venv, .churn).
-    mkdir "$WORK/jobs"
+    mkdir -p "$WORK/jobs/project"
+    # The packages are pyproject.toml's own list (tool.setuptools.packages.find), so a new
+    # package reaches the image without an edit here.
+    local packages
+    packages="$(cd "$REPO" && "$REPO/.venv/bin/python" -c 'import tomllib
+for name in tomllib.load(open("pyproject.toml", "rb"))["tool"]["setuptools"]["packages"]["find"]["include"]:
+    print(name.rstrip("*"))')"
+    # shellcheck disable=SC2086 # one word per package
     (cd "$REPO" && tar -c --exclude=__pycache__ pyproject.toml uv.lock README.md churn_cli.py \
-        kernel training service monitoring configs) | tar -x -C "$WORK/jobs"
+        configs $packages) | tar -x -C "$WORK/jobs/project"
     cp "$HERE/jobs.Containerfile" "$WORK/jobs/Containerfile"
     log "building the jobs image"
     podman build --quiet --network host -t "$JOBS_IMAGE:$VERSION" -t "$JOBS_IMAGE:latest" \

@@ -18,10 +18,14 @@ def service_module(trained_entry):
 
 
 @pytest.fixture(scope="session")
-def asgi_app(service_module):
-    """The service's ASGI app, built once: BentoML registers its metrics when it builds one,
-    and a second build in the same process fails with "Duplicated timeseries"."""
-    return service_module.ChurnService.to_asgi()
+def client(service_module):
+    """The service's ASGI app in-process, built and started once per session: BentoML registers
+    its metrics when it builds an app (a second build fails with "Duplicated timeseries"), and
+    its batching dispatcher belongs to the event loop of the first client that ran it."""
+    from starlette.testclient import TestClient
+
+    with TestClient(service_module.ChurnService.to_asgi(), raise_server_exceptions=False) as c:
+        yield c
 
 
 @pytest.fixture(scope="session")

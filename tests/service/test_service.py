@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import orjson
 import pytest
-from starlette.testclient import TestClient
 
 from tests.servers import frame_of
 
@@ -15,12 +14,6 @@ def service(service_module):
     instance = service_module.ChurnService()
     yield instance
     instance.close_inference_log()
-
-
-@pytest.fixture(scope="module")
-def client(asgi_app):
-    with TestClient(asgi_app, raise_server_exceptions=False) as c:
-        yield c
 
 
 # --- tier 1: the class ---------------------------------------------------------------------
