@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import threading
 import time
 from collections import Counter
@@ -155,13 +156,17 @@ class Load:
             if status is None or status == 429:
                 await asyncio.sleep(self.pause_after)
 
-    async def _main(self) -> None:
-        limits = httpx.Limits(max_connections=self.clients, max_keepalive_connections=self.clients)
+    async def _one(self, offset: float) -> None:
+        # One connection per client, each with a pool of its own: a pool shared by many
+        # coroutines costs the load generator more CPU per request than the server spends.
         async with httpx.AsyncClient(base_url=self.url, timeout=self.timeout,
-                                     limits=limits) as client:
-            spread = (self.clients / self.rate) if self.rate else 0.0
-            await asyncio.gather(*(self._client(client, spread * k / self.clients)
-                                   for k in range(self.clients)))
+                                     limits=httpx.Limits(max_connections=1)) as client:
+            await self._client(client, offset)
+
+    async def _main(self) -> None:
+        spread = (self.clients / self.rate) if self.rate else 0.0
+        await asyncio.gather(*(self._one(spread * k / self.clients)
+                               for k in range(self.clients)))
 
 
 def statuses(answers: Iterable[Answer]) -> dict[str, int]:
@@ -174,3 +179,32 @@ def percentile_ms(answers: list[Answer], q: float) -> float | None:
     if not answers:
         return None
     return round(float(np.percentile([a.seconds for a in answers], q)) * 1000, 1)
+
+
+def histogram_increase(before: dict[tuple[str, frozenset], float],
+                       after: dict[tuple[str, frozenset], float], name: str,
+                       **labels: str) -> dict[float, float]:
+    """Per upper bound ``le``, how many observations of histogram ``name`` (summed over the
+    samples whose labels include ``labels``) were added between two scrapes; cumulative."""
+    def buckets(samples: dict[tuple[str, frozenset], float]) -> dict[float, float]:
+        out: dict[float, float] = {}
+        for key, value in by_label(samples, f"{name}_bucket", "le", **labels).items():
+            out[float(key)] = value
+        return out
+
+    start, end = buckets(before), buckets(after)
+    return {le: end[le] - start.get(le, 0.0) for le in sorted(end)}
+
+
+def upper_quantile(cumulative: dict[float, float], q: float, fastest_excluded: int = 0
+                   ) -> float | None:
+    """The upper bound (s) of the bucket holding the ``q`` quantile of a cumulative histogram,
+    with the ``fastest_excluded`` fastest observations left out (requests shed at once, which
+    would flatter the quantile of those answered); None when nothing is left."""
+    total_count = cumulative.get(math.inf, 0.0) - fastest_excluded
+    if total_count <= 0:
+        return None
+    for le in sorted(cumulative):
+        if cumulative[le] - fastest_excluded >= q * total_count:
+            return le
+    return math.inf
