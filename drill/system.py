@@ -9,6 +9,7 @@ the drill's work folder before BentoML is imported, and every command it runs in
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -88,7 +89,9 @@ class DrillSystem:
             raise DrillSetupError("BentoML was imported before the drill could isolate its "
                                   "model store: run the drill in a process of its own")
         os.environ.update({"CHURN_HOME": str(self.home), "BENTOML_HOME": store,
-                           "BENTOML_DO_NOT_TRACK": "true", "MLFLOW_ENABLE_TELEMETRY": "false"})
+                           "BENTOML_DO_NOT_TRACK": "true", "MLFLOW_ENABLE_TELEMETRY": "false",
+                           # MLflow configures its loggers at import, at INFO by default.
+                           "MLFLOW_LOGGING_LEVEL": "ERROR"})
         # A model named in the user's shell must not leak into the drill's commands.
         os.environ.pop(DATASET_ENV, None)
 
@@ -156,14 +159,12 @@ class DrillSystem:
         a champion untouched compares against it."""
         if self._champion is None:
             from kernel.store import load_entry
-            from training.run import train_and_register
 
             speed = self.settings.training
             self.say(f"  setup: training the drill's champion on {speed.rows} generated "
                      "customers")
             data = self.write_table(self.customers(speed.rows, speed.seed), "customers.csv")
-            summary = train_and_register(str(data), self.contract(), self.train_config(),
-                                         self.home)
+            summary = self.train(data)
             if not summary.promoted:
                 raise DrillSetupError(f"the drill's champion was not promoted: "
                                       f"{summary.decision}")
@@ -171,6 +172,16 @@ class DrillSystem:
             self.say(f"  setup: champion {summary.model_tag} (test ROC-AUC "
                      f"{summary.roc_auc:.3f})")
         return self._champion
+
+    def train(self, data: Path):
+        """The training job in this process (its summary), MLflow's registration chatter,
+        printed to stderr, kept in the work folder instead of between the progress lines."""
+        from training.run import train_and_register
+
+        with (self.workdir / "training.log").open("a") as chatter, \
+                contextlib.redirect_stderr(chatter):
+            return train_and_register(str(data), self.contract(), self.train_config(),
+                                      self.home)
 
     @property
     def champion_tag(self) -> str | None:
@@ -200,7 +211,6 @@ class DrillSystem:
         if self._worse is None:
             import numpy as np
 
-            from training.run import train_and_register
 
             self.champion()
             frame = self.customers(self.settings.training.rows, self.settings.training.seed + 4)
@@ -211,8 +221,7 @@ class DrillSystem:
             frame.loc[pick, "churned"] = rng.permutation(frame.loc[pick, "churned"].to_numpy())
             path = self.write_table(frame, "label-backfill-bug.csv")
             self.say("  setup: training a challenger on labels broken by a backfill")
-            self._worse = train_and_register(str(path), self.contract(), self.train_config(),
-                                             self.home)
+            self._worse = self.train(path)
         return self._worse
 
     # ------------------------------------------------------------------ commands
@@ -253,6 +262,7 @@ class DrillSystem:
         Each server gets a BentoML home of its own whose models/ is the drill's store:
         `bentoml serve` empties $BENTOML_HOME/prometheus_multiproc_dir when it starts, so
         servers sharing a home would wipe each other's counters (a pod has its own)."""
+        self.champion()  # the store the server reads must exist, with a champion in it
         folder = self.workdir / "services" / name
         folder.mkdir(parents=True, exist_ok=True)
         config = self.service_config(folder, overrides)
