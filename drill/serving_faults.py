@@ -4,6 +4,7 @@ more load than it can take. Each runs against a real `bentoml serve` and reads t
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 from collections import Counter
@@ -191,6 +192,16 @@ def _service_setting(system: DrillSystem, key: str):
     return config[key]
 
 
+def _alive(process) -> bool:
+    """A psutil process still running (a zombie waiting for its parent is not)."""
+    import psutil
+
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def _steady_load(system: DrillSystem, service: Service, prefix: str) -> Load:
     champion = system.champion()
     contract = champion.contract
@@ -204,9 +215,10 @@ def sigterm(system: DrillSystem, finding: Finding) -> None:
     service = system.serve("sigterm", {"workers": settings.workers})
     load = _steady_load(system, service, "TERM-").start()
     time.sleep(settings.seconds_before_signal)
+    workers = service.processes()[1:]
     finding.injected()
     signalled = time.monotonic()
-    service.send_signal(signal.SIGTERM)
+    service.send_signal(signal.SIGTERM)  # as Kubernetes signals a pod: the server's group
     try:
         code = service.popen.wait(60)
     except Exception:  # noqa: BLE001 - still running after 60 s: the drain did not finish
@@ -214,8 +226,12 @@ def sigterm(system: DrillSystem, finding: Finding) -> None:
     stopped = time.monotonic()
     answers = load.stop()
     finding.detected(stopped)
+    left = [w.pid for w in workers if _alive(w)]
     system.services.remove(service)
     service.stop(timeout=5)
+    for worker in workers:  # a worker the server left behind must not outlive the drill
+        with contextlib.suppress(Exception):
+            worker.kill()
 
     answered = {a.customer_id for a in answers if a.status == 200}
     after_signal = sum(1 for a in answers if a.status == 200 and a.answered > signalled)
@@ -230,6 +246,8 @@ def sigterm(system: DrillSystem, finding: Finding) -> None:
     finding.note("logged", len(ids))
     finding.caught("the server drains and exits on SIGTERM by itself (no SIGKILL needed)",
                    code is not None, f"exit code {code} after {stopped - signalled:.1f} s")
+    finding.intact(f"every worker exited with it ({len(workers)})", workers and not left,
+                   f"still running: {left}" if left else f"{len(workers)} workers gone")
     finding.intact("every answered prediction is in the inference log", not missing and answered,
                    f"{len(answered)} answered, {len(missing)} missing from the log")
     finding.intact("no record written twice", len(ids) == len(set(ids)),
@@ -251,7 +269,8 @@ def sigkill(system: DrillSystem, finding: Finding) -> None:
     time.sleep(settings.seconds_before_signal)
     finding.injected()
     killed = time.monotonic()
-    service.send_signal(signal.SIGKILL)
+    workers = service.processes()[1:]
+    service.kill()
     service.popen.wait(30)
     time.sleep(0.5)  # requests in flight fail now
     answers = load.stop()
@@ -285,6 +304,11 @@ def sigkill(system: DrillSystem, finding: Finding) -> None:
     finding.note("bound_rate_x_flush", round(bound, 1))
     finding.note("oldest_lost_seconds_before_kill", round(oldest_lost, 3))
     finding.note("unsealed_files", sum(1 for f in files if not f.sealed))
+    left = [w.pid for w in workers if _alive(w)]
+    finding.intact(f"the server and its {len(workers)} workers are gone (nothing answers "
+                   "after the kill)", workers and not left
+                   and not any(a.status == 200 and a.sent > killed + 0.1 for a in answers),
+                   f"still running: {left}" if left else "all gone")
     finding.caught(f"loss reported: answered {len(answered)} - logged {len(ids)}",
                    bool(answered), f"lost {len(lost)} (bound {bound:.0f})")
     # What a flush interval bounds is the age of what can be lost: nothing answered more than
