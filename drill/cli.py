@@ -10,7 +10,7 @@ import sys
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -23,6 +23,11 @@ def _quiet_logging() -> None:
                         datefmt="%H:%M:%S", stream=sys.stderr)
     for noisy in ("mlflow", "alembic", "bentoml", "evidently", "httpx", "churn"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def _fail(exc: Exception) -> NoReturn:
+    typer.echo(f"error: {type(exc).__name__}: {exc}", err=True)
+    raise typer.Exit(2)
 
 
 def drill(
@@ -47,21 +52,31 @@ def drill(
 ) -> None:
     """Break the running system (training, serving, monitoring, canary) in each way churn
     systems fail, on real parts of this machine, and report which guard caught each failure,
-    how fast, and that nothing was lost or wrongly changed."""
-    from drill.runner import SCENARIOS, select
+    how fast, and that nothing was lost or wrongly changed. Exit 0 when every scenario was
+    caught, 1 when one was not (its work folder is kept), 2 on a bad name or config."""
+    from drill.runner import UnknownScenario, select
 
+    try:
+        scenarios = select(names)
+    except UnknownScenario as exc:
+        _fail(exc)
     if list_only:
-        for scenario in select(names) if names else SCENARIOS:
+        for scenario in scenarios:
             typer.echo(f"{scenario.name:<18} {scenario.group:<11} {scenario.failure}\n"
                        f"{'':<30}caught by: {scenario.guard}")
         return
-    scenarios = select(names)
 
     from drill.config import DrillConfig
+    from drill.system import REPO
     from kernel.paths import churn_home
 
-    settings = DrillConfig.from_yaml(None if config == DEFAULT_CONFIG and not config.exists()
-                                     else config)
+    if not config.is_absolute() and not config.exists():
+        config = REPO / config  # the default names the repository's file wherever one runs
+    try:
+        settings = DrillConfig.from_yaml(None if config == REPO / DEFAULT_CONFIG
+                                         and not config.exists() else config)
+    except ValueError as exc:
+        _fail(exc)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     report_dir = (report_dir or churn_home() / "drill" / stamp).resolve()
     temporary = workdir is None
@@ -69,11 +84,14 @@ def drill(
 
     from drill.report import write_report
     from drill.runner import run_drill
-    from drill.system import DrillSystem
+    from drill.system import DrillSetupError, DrillSystem
 
     _quiet_logging()
     system = DrillSystem(settings, workdir, say=typer.echo)
-    system.isolate()  # before anything imports BentoML
+    try:
+        system.isolate()  # before anything imports BentoML
+    except DrillSetupError as exc:
+        _fail(exc)
     typer.echo(f"churn drill: {len(scenarios)} scenario(s); state in {workdir}")
     command = "churn drill" + "".join(f" {name}" for name in names or [])
     report = run_drill(scenarios, system, command, typer.echo)
