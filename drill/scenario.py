@@ -104,6 +104,7 @@ class Scenario:
                   and any(check.kind == "caught" for check in finding.checks))
         return ScenarioResult(
             name=self.name, group=self.group, failure=self.failure, guard=self.guard,
-            passed=passed, detection_seconds=finding.detection_seconds,
+            # A time to detection means something only when the guard did detect it.
+            passed=passed, detection_seconds=finding.detection_seconds if passed else None,
             duration_seconds=round(duration, 3), checks=finding.checks,
             evidence=finding.evidence, error=error)

@@ -89,8 +89,12 @@ def test_scenario_passes_only_with_a_caught_check_and_all_checks_passed() -> Non
     assert scenario.result(good, 1.0).passed
     assert not scenario.result(good, 1.0, error="boom").passed
     lost = Finding()
+    lost.injected()
+    lost.took(2.5)
     lost.caught("caught", True)
     lost.intact("kept", False, "3 records missing")
     result = scenario.result(lost, 1.0)
     assert not result.passed
+    assert result.detection_seconds is None, "no time to detection for what was not caught"
+    assert scenario.result(good, 1.0).detection_seconds is None, "never injected: not timed"
     assert "failed: kept (seen: 3 records missing)" in progress_line(1, 1, result)
