@@ -56,8 +56,27 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
+# Options whose value may be left out, and what they mean then: `--dask` alone is a local
+# cluster, `--dask tcp://host:8786` a scheduler. Click's parser (through typer) cannot express
+# an optional value, so the missing one is filled in before parsing.
+OPTIONAL_VALUES = {"--dask": "local"}
+
+
+def with_optional_values(argv: list[str]) -> list[str]:
+    """``argv`` with the implied value inserted after an option of OPTIONAL_VALUES that is
+    last or followed by another option."""
+    out: list[str] = []
+    for i, arg in enumerate(argv):
+        out.append(arg)
+        following = argv[i + 1] if i + 1 < len(argv) else None
+        if arg in OPTIONAL_VALUES and (following is None or following.startswith("-")):
+            out.append(OPTIONAL_VALUES[arg])
+    return out
+
+
 def main() -> None:
     """Entry point that turns expected failures into one line and exit code 2."""
+    sys.argv[1:] = with_optional_values(sys.argv[1:])
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         # Without standalone mode click *returns* a typer.Exit code instead of exiting with it.

@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 
+from kernel.cluster import DEFAULT_CONNECT_TIMEOUT, SCHEDULER_ENV
 from monitoring.k8s_assets import k8s_app
 
 DEFAULT_CONFIG = Path("configs/monitoring.yaml")
@@ -88,6 +89,17 @@ def drift(
     no_push: Annotated[bool, typer.Option("--no-push", help=NO_PUSH_HELP)] = False,
     report_dir: Annotated[Path | None, typer.Option("--report-dir", help=REPORT_HELP)] = None,
     config: Annotated[Path, typer.Option("--config", help=CONFIG_HELP)] = DEFAULT_CONFIG,
+    dask: Annotated[str | None, typer.Option(
+        "--dask", envvar=SCHEDULER_ENV, metavar="[ADDRESS]",
+        help="Count the current rows on Dask, one task per inference-log file (or per piece "
+        "of --current files): PSI, missing and unseen shares and the prediction distribution "
+        "over every row, Evidently on a uniform sample of drift.evidently_sample_rows. "
+        "--dask alone (or 'local'): a LocalCluster sized to this machine; --dask "
+        "tcp://host:8786: a running scheduler whose workers see the log folder. "
+        "docs/scale.md.")] = None,
+    dask_timeout: Annotated[float, typer.Option(
+        "--dask-timeout", min=0.1, help="Seconds to wait for the Dask scheduler to answer; "
+        "then exit 2 with no report written.")] = DEFAULT_CONNECT_TIMEOUT,
 ) -> None:
     """Compare current data with the model's reference sample (Evidently + PSI), estimate
     performance without labels, write the reports and push churn_drift_* gauges.
@@ -103,7 +115,8 @@ def drift(
         raise typer.BadParameter("give either --window or --current, not both")
     _finish(drift_job(settings, model=model, window=window, current=current,
                       log_dir=_log_dir(settings, inference_log),
-                      report_dir=_report_dir(settings, report_dir), push=not no_push))
+                      report_dir=_report_dir(settings, report_dir), push=not no_push,
+                      dask=dask, dask_timeout=dask_timeout))
 
 
 def performance(

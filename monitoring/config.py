@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from kernel.cluster import DEFAULT_PARTITION_BYTES, DEFAULT_PARTITION_ROWS
 from kernel.yaml_model import load_yaml_model
 
 DEFAULT_CONFIG = Path("configs/monitoring.yaml")
@@ -76,6 +77,14 @@ class DriftSettings(_Section):
     psi_epsilon: float = Field(1e-4, gt=0, lt=0.01)
     psi_watch: float = Field(0.1, gt=0)
     psi_drift: float = Field(0.25, gt=0)
+    # `churn drift --dask` (docs/scale.md): Evidently's tests run on a uniform sample this big
+    # (100k rows x 16 columns: about 5 s); PSI, shares and means count every row.
+    evidently_sample_rows: int = Field(100_000, ge=1000)
+    sample_seed: int = 0
+    partition_rows: int = Field(DEFAULT_PARTITION_ROWS, ge=1, description="--current files: "
+                                "rows per task (inference-log files are one task each)")
+    partition_bytes: int = Field(DEFAULT_PARTITION_BYTES, ge=1024)
+    chunk_rows: int = Field(100_000, ge=1, description="rows a task holds at a time")
 
     _window = field_validator("window")(_check_window)
 

@@ -22,12 +22,17 @@ from kernel.contract import ContractViolation, DataContract, coerce_features
 from kernel.model import ChurnModel
 from kernel.store import PROBABILITY_COLUMN
 from monitoring.config import DriftSettings
+from monitoring.drift_statistics import (
+    MISSING,
+    DriftStatistics,
+    psi_from_statistics,
+    reference_edges,
+)
 from monitoring.estimate import CalibrationCheck, PerformanceEstimate
 
 log = logging.getLogger("churn.monitoring")
 
 PsiBand = Literal["stable", "watch", "drift"]
-MISSING = "<missing>"
 
 
 class DriftVerdict(BaseModel):
@@ -60,6 +65,9 @@ class DriftResult(BaseModel):
 
     reference_rows: int
     current_rows: int
+    # Evidently's tests ran on a uniform sample of this many current rows (`churn drift
+    # --dask`); None: on all of them. PSI, shares and means always count every row.
+    evidently_rows: int | None = None
     min_rows: int
     insufficient_data: bool
     drift_share_threshold: float
@@ -241,19 +249,29 @@ def detect_drift(
     contract: DataContract,
     categories: dict[str, list[str]],
     settings: DriftSettings,
+    statistics: DriftStatistics | None = None,
 ) -> DriftRun:
     """Compare typed current rows with the reference sample, feature by feature and on the
     predicted probability. Too few current rows give ``insufficient_data`` and no verdict.
 
     ``reference`` and ``current`` hold the contract features (typed as ``coerce_features``
-    returns them) and, optionally, ``churn_probability``.
+    returns them) and, optionally, ``churn_probability``. ``statistics``: the counts of all
+    current rows when ``current`` is only a sample of them (``churn drift --dask``); PSI,
+    missing and unseen shares and the mean probability then come from them, and Evidently's
+    tests from the sample. Without it they are counted from ``current``.
     """
-    base = DriftResult(reference_rows=len(reference), current_rows=len(current),
+    edges = reference_edges(reference, contract, settings.psi_bins)
+    counted = (statistics if statistics is not None
+               else DriftStatistics.of(current, contract, edges))
+    sampled = statistics is not None and len(current) < counted.rows
+    base = DriftResult(reference_rows=len(reference), current_rows=counted.rows,
+                       evidently_rows=len(current) if sampled else None,
                        min_rows=settings.min_rows,
-                       insufficient_data=len(current) < settings.min_rows,
+                       insufficient_data=counted.rows < settings.min_rows,
                        drift_share_threshold=settings.drift_share)
     if base.insufficient_data:
         return DriftRun(result=base, snapshot=None)
+    counted_reference = DriftStatistics.of(reference, contract, edges)
 
     features = list(contract.features)
     with_prediction = (PROBABILITY_COLUMN in reference.columns
@@ -270,17 +288,10 @@ def detect_drift(
     results = []
     for column in features:
         kind = contract.features[column].type
-        if kind == "numeric":
-            psi = psi_numeric(reference[column], current[column], settings.psi_bins,
-                              settings.psi_epsilon)
-        else:
-            psi = psi_categorical(reference[column], current[column], settings.psi_epsilon)
+        psi = psi_from_statistics(counted_reference, counted, column, settings.psi_epsilon)
         unseen_share, unseen_values = 0.0, []
         if kind == "categorical" and column in categories:
-            values = current[column].dropna().astype(str)
-            unseen = values[~values.isin(categories[column])]
-            unseen_share = len(unseen) / len(current)
-            unseen_values = sorted(unseen.unique().tolist())[:20]
+            unseen_share, unseen_values = counted.unseen(column, categories[column])
         if column in verdicts:
             method, threshold, score, detected = verdicts[column]
         else:
@@ -289,20 +300,20 @@ def detect_drift(
         results.append(FeatureDrift(
             feature=column, kind=kind, method=method, threshold=threshold, score=score,
             detected=detected, psi=psi, psi_band=band(psi),
-            missing_share=float(current[column].isna().mean()),
-            reference_missing_share=float(reference[column].isna().mean()),
+            missing_share=counted.missing_share(column),
+            reference_missing_share=counted_reference.missing_share(column),
             unseen_share=unseen_share, unseen_values=unseen_values,
         ))
 
     prediction = None
     if with_prediction:
         method, threshold, score, detected = verdicts[PROBABILITY_COLUMN]
-        psi = psi_numeric(reference[PROBABILITY_COLUMN], current[PROBABILITY_COLUMN],
-                          settings.psi_bins, settings.psi_epsilon)
+        psi = psi_from_statistics(counted_reference, counted, PROBABILITY_COLUMN,
+                                  settings.psi_epsilon)
         prediction = PredictionDrift(
             method=method, threshold=threshold, score=score, detected=detected, psi=psi,
             psi_band=band(psi), reference_mean=float(reference[PROBABILITY_COLUMN].mean()),
-            current_mean=float(current[PROBABILITY_COLUMN].mean()),
+            current_mean=counted.probability_sum / counted.rows,
         )
 
     drifted = [f.feature for f in results if f.detected]

@@ -7,6 +7,7 @@ loses no result: the outcome then carries the push error and the CLI exits 2 aft
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from kernel.cluster import DEFAULT_CONNECT_TIMEOUT
 from kernel.store import PROBABILITY_COLUMN, StoreError, load_entry, resolve_entry
 from monitoring.config import MonitoringConfig, parse_window
 from monitoring.push import PushError
@@ -55,11 +57,14 @@ def _push(outcome: JobOutcome, groups: list[tuple[object, str]], job: str,
 def drift_job(
     settings: MonitoringConfig, *, log_dir: Path, report_dir: Path, model: str | None = None,
     window: str | None = None, current: str | None = None, push: bool = True,
-    now: datetime | None = None,
+    now: datetime | None = None, dask: str | None = None,
+    dask_timeout: float = DEFAULT_CONNECT_TIMEOUT,
 ) -> JobOutcome:
     """Compare current data (logged inferences of ``window``, or the table ``current``) with the
-    model's reference sample; estimate performance without labels; report and push."""
-    from monitoring.drift import DriftJobResult, detect_drift, prepare_current
+    model's reference sample; estimate performance without labels; report and push.
+    ``dask``: count the current rows on Dask ("local" or a scheduler address) and run
+    Evidently on a uniform sample of ``drift.evidently_sample_rows`` (monitoring.dask_drift)."""
+    from monitoring.drift import DriftJobResult, detect_drift
     from monitoring.estimate import check_calibration, estimate_performance
     from monitoring.push import DRIFT_JOB, drift_registry
 
@@ -68,31 +73,33 @@ def drift_job(
     now = now or datetime.now(UTC)
     entry = resolve_entry(model, dataset=settings.dataset)
     contract = entry.contract
-    if current:
-        from kernel.ingest import read_table
-
-        raw, source = read_table(current), str(current)
-    else:
-        from service.inference_log import read_inference_log
-
-        span = parse_window(window or settings.drift.window)
-        raw = read_inference_log(log_dir, start=now - span, end=now)
-        source = f"{log_dir} from {(now - span).isoformat(timespec='seconds')}"
-    prepared = prepare_current(raw, contract, entry.model, entry.version)
+    span = parse_window(window or settings.drift.window)
+    source = str(current) if current else \
+        f"{log_dir} from {(now - span).isoformat(timespec='seconds')}"
+    current_rows = _current_on_dask if dask else _current_in_process
+    frame, statistics, rejected, rescored = current_rows(
+        entry, settings, log_dir=log_dir, start=now - span, end=now, current=current,
+        address=dask, timeout=dask_timeout)
     warnings = []
-    if prepared.rejected_rows:
-        warnings.append(f"ignored {prepared.rejected_rows} current rows that break the contract")
+    if rejected:
+        warnings.append(f"ignored {rejected} current rows that break the contract")
 
     reference = entry.reference
-    run = detect_drift(reference[[*contract.features, PROBABILITY_COLUMN]], prepared.frame,
-                       contract, entry.metadata.categories, settings.drift)
+    run = detect_drift(reference[[*contract.features, PROBABILITY_COLUMN]], frame,
+                       contract, entry.metadata.categories, settings.drift, statistics)
     calibration = check_calibration(
         reference[contract.target.column].to_numpy(), reference[PROBABILITY_COLUMN].to_numpy(),
         settings.estimate.max_reference_calibration_error, settings.estimate.calibration_bins)
     estimate = None
     if not run.result.insufficient_data:
-        if calibration.calibrated:
-            estimate = estimate_performance(prepared.frame[PROBABILITY_COLUMN].to_numpy(),
+        if calibration.calibrated and statistics is not None and statistics.histogram:
+            estimate = statistics.histogram.estimate()
+            logging.getLogger("churn.monitoring").info(
+                "estimated ROC-AUC from a histogram of all %d probabilities: within %.1e of "
+                "the exact value", statistics.rows,
+                statistics.histogram.roc_auc_error_bound())
+        elif calibration.calibrated:
+            estimate = estimate_performance(frame[PROBABILITY_COLUMN].to_numpy(),
                                             entry.metadata.threshold)
         else:
             warnings.append(f"no performance estimate: the reference probabilities are not "
@@ -101,7 +108,7 @@ def drift_job(
     result = DriftJobResult(
         run_at=now.isoformat(timespec="seconds"), model_tag=entry.tag,
         model_version=entry.version, current_source=source,
-        rejected_rows=prepared.rejected_rows, rescored_rows=prepared.rescored_rows,
+        rejected_rows=rejected, rescored_rows=rescored,
         drift=run.result, reference_roc_auc=entry.metadata.metrics.roc_auc,
         reference_calibration=calibration, estimate=estimate,
     )
@@ -113,6 +120,45 @@ def drift_job(
         return outcome
     return _push(outcome, [(drift_registry(result, time.time()), entry.version)], DRIFT_JOB,
                  settings)
+
+
+def _current_in_process(entry, settings: MonitoringConfig, *, log_dir: Path, start: datetime,
+                        end: datetime, current: str | None, **_: object):
+    """All current rows in this process: (typed frame, None, rejected, rescored)."""
+    from monitoring.drift import prepare_current
+
+    if current:
+        from kernel.ingest import read_table
+
+        raw = read_table(current)
+    else:
+        from service.inference_log import read_inference_log
+
+        raw = read_inference_log(log_dir, start=start, end=end)
+    prepared = prepare_current(raw, entry.contract, entry.model, entry.version)
+    return prepared.frame, None, prepared.rejected_rows, prepared.rescored_rows
+
+
+def _current_on_dask(entry, settings: MonitoringConfig, *, log_dir: Path, start: datetime,
+                     end: datetime, current: str | None, address: str, timeout: float):
+    """Counted on Dask: (uniform sample, statistics of every row, rejected, rescored)."""
+    from kernel.cluster import dask_client, describe
+    from monitoring.dask_drift import current_on_dask, log_partitions, table_partitions
+
+    drift = settings.drift
+    log = logging.getLogger("churn.monitoring")
+    with dask_client(address, timeout=timeout) as client:
+        partitions = (table_partitions(current, drift.partition_rows, drift.partition_bytes,
+                                       drift.chunk_rows) if current
+                      else log_partitions(log_dir, start, end))
+        log.info("counting %d partitions on %s", len(partitions), describe(address))
+        found = current_on_dask(client, entry, partitions, psi_bins=drift.psi_bins,
+                                sample_rows=drift.evidently_sample_rows, seed=drift.sample_seed)
+    peak = max(found.worker_peak_rss.values(), default=0)
+    log.info("%d current rows in %d partitions; peak memory per worker %.0f MiB (max of %d "
+             "workers); Evidently on a uniform sample of %d rows", found.statistics.rows,
+             found.partitions, peak / 2**20, len(found.worker_peak_rss), len(found.sample))
+    return found.sample, found.statistics, found.rejected, found.rescored
 
 
 def drift_lines(result) -> list[str]:
@@ -127,6 +173,9 @@ def drift_lines(result) -> list[str]:
     lines = [head, f"{verdict}: {len(drift.drifted_features)} of {len(drift.features)} "
              f"features drifted (share {drift.drift_share:.2f}, threshold "
              f"{drift.drift_share_threshold:.2f})"]
+    if drift.evidently_rows is not None:
+        lines.append(f"Evidently tests on a uniform sample of {drift.evidently_rows} of "
+                     f"{drift.current_rows} current rows; PSI, shares and means over all rows")
     for f in drift.features:
         if f.detected or f.psi_band != "stable" or f.unseen_share > 0:
             unseen = f", unseen {f.unseen_share:.1%} {f.unseen_values}" if f.unseen_share else ""

@@ -469,11 +469,7 @@ def read_inference_log(
     """
     start_ts, end_ts = _utc(start), _utc(end)
     tables = []
-    for log_file in list_log_files(directory):
-        if end_ts is not None and log_file.name.opened >= end_ts + QUEUE_MARGIN:
-            continue  # opened well after the window: every record in it is too late
-        if start_ts is not None and log_file.modified < start_ts - CLOCK_MARGIN:
-            continue  # last written before the window
+    for log_file in files_in_window(directory, start, end):
         table = read_log_file(log_file, columns)
         if table is not None:
             table = _in_window(table, start_ts, end_ts)
@@ -486,6 +482,30 @@ def read_inference_log(
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise InferenceLogError(f"{directory}: files disagree on a field's type: {exc}") from exc
     return records_frame(table)
+
+
+def files_in_window(directory: Path, start: datetime | None = None,
+                    end: datetime | None = None) -> list[LogFile]:
+    """The log files that may hold records of ``[start, end)``, oldest first, judged by name
+    stamp and modification time without opening them (what ``read_inference_log`` reads, and
+    the partitions of ``churn drift --dask``)."""
+    start_ts, end_ts = _utc(start), _utc(end)
+    return [log_file for log_file in list_log_files(directory)
+            # opened well after the window: every record in it is too late
+            if not (end_ts is not None and log_file.name.opened >= end_ts + QUEUE_MARGIN)
+            # last written before the window
+            and not (start_ts is not None and log_file.modified < start_ts - CLOCK_MARGIN)]
+
+
+def read_window(log_file: LogFile, start: datetime | None, end: datetime | None,
+                columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """The records of one file with ``start <= timestamp < end``, as ``read_inference_log``
+    returns them (one partition of a window)."""
+    table = read_log_file(log_file, columns)
+    if table is None:
+        return pd.DataFrame()
+    table = _in_window(table, _utc(start), _utc(end))
+    return records_frame(table) if table.num_rows else pd.DataFrame()
 
 
 def read_log_file(log_file: LogFile, columns: Sequence[str] | None = None) -> pa.Table | None:

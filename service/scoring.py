@@ -216,16 +216,16 @@ class ScoreReport:
     chunks: int = 0
 
 
-def score_chunks(chunks: Iterator[pd.DataFrame], scorer: Scorer
+def score_chunks(chunks: Iterator[pd.DataFrame], scorer: Scorer, first_row: int = 0
                  ) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
     """For each raw chunk: (scored rows, rejected rows with ``reject_reason``).
 
     Validation is the contract's ``split_valid_rows``: every rejected row says which column
     broke which rule; nothing is dropped silently. Rows are keyed by the contract's id column,
-    or, without one, by their position in the whole table (column ``row``).
+    or, without one, by their position in the whole table (column ``row``): ``first_row`` is
+    the position of the first chunk's first row (a partition of a larger table).
     """
     contract = scorer.contract
-    first_row = 0
     for chunk in chunks:
         features, rejects, ids = split_valid_rows(chunk, contract, first_row)
         first_row += len(chunk)

@@ -94,10 +94,26 @@ def postgres():
     shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def dask_scheduler():
+    """Address of a real Dask LocalCluster with 2 worker processes (1 thread each), for the
+    whole session: `--dask tcp://...` runs against it as against a remote scheduler."""
+    import logging
+
+    from distributed import LocalCluster
+
+    logging.getLogger("distributed").setLevel(logging.WARNING)
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                           dashboard_address=":0", silence_logs=logging.ERROR)
+    yield cluster.scheduler_address
+    logging.getLogger("distributed").setLevel(logging.CRITICAL)  # closing-race tracebacks
+    cluster.close()
+
+
 # A test that needs one of these is an integration test (a real process, or the trained model).
 INTEGRATION_FIXTURES = frozenset({
     "trained_entry", "service_module", "server", "pushgateway", "bodies", "churn",
-    "postgres", "postgres_url", "mlflow_server", "prometheus_stack",
+    "postgres", "postgres_url", "mlflow_server", "prometheus_stack", "dask_scheduler",
 })
 
 

@@ -90,6 +90,10 @@ def train(
                                         "wall-clock cap on tuning (the trial budget scales "
                                         "with the table, trial_rows)."),
     mlflow_uri: str | None = typer.Option(None, "--mlflow-uri", help=MLFLOW_URI_HELP),
+    sample_rows: int | None = typer.Option(
+        None, "--sample-rows", min=100, help="For tables larger than memory: train on a "
+        "stratified (by target) uniform sample of this many rows, drawn while the table "
+        "streams in chunks; recorded in the summary. Overrides sample_rows in the config."),
 ) -> None:
     """Validate, train, evaluate on the held-out split, track in MLflow, save to the BentoML
     store and promote if the model beats the champion. Exit 2 on any failure (nothing saved)."""
@@ -104,6 +108,8 @@ def train(
         settings = settings.model_copy(update={"search_budget_seconds": budget})
     if mlflow_uri:
         settings = settings.model_copy(update={"mlflow_tracking_uri": mlflow_uri})
+    if sample_rows is not None:
+        settings = settings.model_copy(update={"sample_rows": sample_rows})
     from kernel.paths import churn_home, default_mlflow_uri
     from training import tracking
 
@@ -121,6 +127,8 @@ def train(
         f"pr_auc {result.pr_auc:.4f}  precision {result.precision:.3f}  "
         f"recall {result.recall:.3f}  brier {result.brier:.4f}  threshold {result.threshold:.3f}"
     )
+    if result.sample and result.sample.rows < result.sample.source_rows:
+        typer.echo(f"  trained on {result.sample}")
 
 
 def _candidate(algorithm: str, imbalance: str) -> str:

@@ -40,6 +40,9 @@ class TrainConfig(BaseModel):
         0.002, ge=0, description="a challenger must beat the champion by this much"
     )
     reference_rows: int = Field(5000, ge=100, description="training rows kept for drift checks")
+    sample_rows: int | None = Field(
+        None, ge=100, description="train on a stratified sample of this many rows, read in "
+        "chunks (tables larger than memory); None = every row (docs/scale.md)")
     high_risk_share: float = Field(0.10, gt=0, lt=1, description="share of customers rated HIGH")
     leakage_auc: float = Field(
         0.97, gt=0.5, le=1, description="a single feature this predictive is reported as leakage"

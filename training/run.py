@@ -30,6 +30,7 @@ from kernel.store import (
 from training.config import TrainConfig
 from training.evaluate import holdout_metrics, monotone_violations, selection_score
 from training.promote import GateDecision, decide, promote_champion
+from training.sample import TrainingSample, sample_training_rows
 from training.split import split_rows
 from training.train import leakage_suspects, select_model
 
@@ -62,6 +63,8 @@ class TrainingSummary(HoldoutMetrics):
     leakage_suspects: dict[str, float]
     mlflow_run_id: str
     mlflow_model_version: str
+    # How the rows were chosen: None = every row of the table; else the stratified sample.
+    sample: TrainingSample | None = None
 
 
 def fingerprint(frame: pd.DataFrame) -> str:
@@ -111,7 +114,12 @@ def train_and_register(
     data_source: str, contract: DataContract, config: TrainConfig, home: Path
 ) -> TrainingSummary:
     """Run the whole training job; raises before anything is registered when a step fails."""
-    frame = read_table(data_source)
+    sample = None
+    if config.sample_rows is None:
+        frame = read_table(data_source)
+    else:
+        frame, sample = sample_training_rows(data_source, contract.target.column,
+                                             config.sample_rows, config.seed)
     log.info("read %d rows x %d columns from %s", len(frame), frame.shape[1], data_source)
     data: ValidatedData = validate_training_data(frame, contract)
     if data.ignored_columns:
@@ -173,6 +181,7 @@ def train_and_register(
                            "selection_metric": config.selection_metric,
                            "train_rows": len(X_train), "test_rows": len(X_test),
                            "split": split.kind,
+                           "sampled_from_rows": sample.source_rows if sample else len(frame),
                            **{f"param_{k}": v for k, v in fitted.candidate.params.items()}})
         mlflow.log_metrics({**metrics.model_dump(), "threshold": fitted.threshold,
                             f"cv_{config.selection_metric}": fitted.candidate.cv_score})
@@ -237,5 +246,5 @@ def train_and_register(
         cv_score=fitted.candidate.cv_score, champion_score=gate.champion_score,
         split=split.kind, train_rows=len(X_train), test_rows=len(X_test),
         ignored_columns=data.ignored_columns, leakage_suspects=suspects,
-        mlflow_run_id=run.info.run_id, mlflow_model_version=mlflow_version,
+        mlflow_run_id=run.info.run_id, mlflow_model_version=mlflow_version, sample=sample,
     )

@@ -170,7 +170,7 @@ def test_models_reads_the_alias_from_each_entrys_own_registry(trained_entry):
     checked = CliRunner().invoke(app, ["models", "--json", "--registry"])
     assert plain.exit_code == 0 and checked.exit_code == 0, checked.output
     row = next(r for r in json.loads(checked.stdout) if r["tag"] == trained_entry.tag)
-    assert row["mlflow_champion"] is True
+    assert row["mlflow_champion"] is True, (row, checked.stderr)
     assert row["mlflow_version"] == trained_entry.metadata.mlflow_model_version
     unasked = next(r for r in json.loads(plain.stdout) if r["tag"] == trained_entry.tag)
     assert unasked["mlflow_champion"] is None  # not asked: unknown, not False
