@@ -10,7 +10,7 @@ DATA := .churn/data/customers.csv
 CONTRACT := configs/streaming_churn.contract.yaml
 PORT ?= 3000
 
-.PHONY: setup lock upgrade monitor-deps postgres-deps image-deps demo train serve score bento image bench bench-workers drift retrain-check monitor mlflow k8s k8s-scan test test-unit lint clean
+.PHONY: setup lock upgrade monitor-deps postgres-deps image-deps demo train serve score bento image bench bench-workers drift retrain-check monitor drill mlflow k8s k8s-scan test test-unit lint clean
 
 # Exactly the versions in uv.lock (--locked fails if pyproject.toml changed without `make lock`),
 # so a new release upstream cannot change what CI or the demo runs.
@@ -88,6 +88,9 @@ retrain-check: setup  ## exit 10 when retraining is recommended (docs/monitoring
 
 monitor: setup monitor-deps  ## local Prometheus + Pushgateway with the project's rules
 	$(CHURN) monitor
+
+drill: setup monitor-deps  ## break the running system in each way churn systems fail; report where each was caught (docs/drill.md)
+	$(CHURN) drill
 
 mlflow: setup postgres-deps  ## shared MLflow tracking server on a local PostgreSQL (docs/state.md)
 	$(CHURN) mlflow-server

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import typer
 
+from drill import cli as drill_cli
 from monitoring import cli as monitoring_cli
 from rollout import cli as rollout_cli
 from service import cli as service_cli
@@ -45,6 +46,7 @@ training_cli.register(app)
 service_cli.register(app)
 monitoring_cli.register(app)
 rollout_cli.register(app)
+drill_cli.register(app)
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:

