@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -42,33 +41,6 @@ class Service(ManagedProcess):
     url: str = ""
     log_dir: Path = field(default_factory=Path)
     folder: Path = field(default_factory=Path)
-
-    def processes(self) -> list:
-        """The server and every process under it (BentoML starts its workers in sessions of
-        their own, so the server's process group does not hold them)."""
-        import psutil
-
-        try:
-            root = psutil.Process(self.pid)
-            return [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return []
-
-    def kill(self) -> None:
-        """SIGKILL to every process of the server at once, as a container runtime kills a
-        pod's cgroup (a SIGKILL to the server alone leaves its workers serving)."""
-        for process in self.processes():
-            with contextlib.suppress(Exception):
-                process.kill()
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
-        """Stop as ManagedProcess does, then kill any worker the server left behind."""
-        survivors = self.processes()[1:]
-        code = super().stop(sig, timeout)
-        for process in survivors:
-            with contextlib.suppress(Exception):
-                process.kill()
-        return code
 
     def readyz(self) -> dict:
         answer = httpx.get(f"{self.url}/readyz", timeout=10)

@@ -82,8 +82,28 @@ class ManagedProcess:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.popen.pid, sig)
 
+    def processes(self) -> list:
+        """The child and every process under it. BentoML starts its workers in sessions of
+        their own, so the child's process group does not hold them."""
+        import psutil
+
+        try:
+            root = psutil.Process(self.pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def kill(self) -> None:
+        """SIGKILL to every process under the child at once, as a container runtime kills a
+        pod's cgroup: a SIGKILL to the server alone would leave its workers serving."""
+        for process in self.processes():
+            with contextlib.suppress(Exception):
+                process.kill()
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
-        """Send ``sig`` to the group, wait up to ``timeout`` s, then SIGKILL. Returns the code."""
+        """Send ``sig`` to the group, wait up to ``timeout`` s, then kill everything under it.
+        Returns the code. Any descendant still running after that is killed as well."""
+        survivors = self.processes()[1:]
         if self.running():
             self.send_signal(sig)
             try:
@@ -91,8 +111,11 @@ class ManagedProcess:
             except subprocess.TimeoutExpired:
                 log.warning("%s (pid %d) still running %.0f s after signal %d: killing it",
                             self.name, self.pid, timeout, sig)
-                self.send_signal(signal.SIGKILL)
+                self.kill()
                 self.popen.wait(10)
+        for process in survivors:
+            with contextlib.suppress(Exception):
+                process.kill()
         return self.popen.returncode
 
     def __enter__(self) -> ManagedProcess:
