@@ -37,26 +37,27 @@ def _logged(service: Service, prefix: str):
     return records[records["customer_id"].astype(str).str.startswith(prefix)]
 
 
-def _request_counts(samples: dict, version: str) -> dict[str, float]:
-    """churn_requests_total per "endpoint code" of one model version."""
+def _counts_by(samples: dict, metric: str, version: str, labels: tuple[str, str]
+               ) -> dict[str, float]:
+    """``metric`` of one model version summed per "<label 1> <label 2>" (e.g. "endpoint code")."""
     out: dict[str, float] = {}
-    for (name, labels), value in samples.items():
-        have = dict(labels)
-        if name == "churn_requests_total" and have.get("model_version") == version:
-            key = f"{have['endpoint']} {have['code']}"
+    for (name, sample_labels), value in samples.items():
+        have = dict(sample_labels)
+        if name == metric and have.get("model_version") == version:
+            key = f"{have[labels[0]]} {have[labels[1]]}"
             out[key] = out.get(key, 0.0) + value
     return out
+
+
+def _request_counts(samples: dict, version: str) -> dict[str, float]:
+    """churn_requests_total per "endpoint code" of one model version."""
+    return _counts_by(samples, "churn_requests_total", version, ("endpoint", "code"))
 
 
 def _failure_counts(samples: dict, version: str) -> dict[str, float]:
     """churn_validation_failures_total per "endpoint reason" of one model version."""
-    out: dict[str, float] = {}
-    for (name, labels), value in samples.items():
-        have = dict(labels)
-        if name == "churn_validation_failures_total" and have.get("model_version") == version:
-            key = f"{have['endpoint']} {have['reason']}"
-            out[key] = out.get(key, 0.0) + value
-    return out
+    return _counts_by(samples, "churn_validation_failures_total", version,
+                      ("endpoint", "reason"))
 
 
 def bad_inputs(system: DrillSystem, finding: Finding) -> None:
