@@ -19,7 +19,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
+from types import FrameType, TracebackType
+from typing import Protocol
 
 log = logging.getLogger("churn.processes")
 
@@ -171,3 +172,30 @@ def start_process(
     except BaseException:
         process.stop(timeout=10)
         raise
+
+
+class Supervised(Protocol):
+    """What ``run_until_stopped`` watches: processes that can say they died, and stop."""
+
+    def check_alive(self) -> None: ...
+
+    def stop(self) -> object: ...
+
+
+def run_until_stopped(running: Supervised, what: str, poll_seconds: float = 1.0) -> None:
+    """Block until Ctrl-C or SIGTERM (then stop ``running``, logging "stopping <what>"), or
+    until one of its processes dies (its ProcessError propagates, after the stop)."""
+
+    def _terminate(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        while True:
+            running.check_alive()
+            time.sleep(poll_seconds)
+    except KeyboardInterrupt:
+        log.info("stopping %s", what)
+    finally:
+        running.stop()
+        signal.signal(signal.SIGTERM, previous)

@@ -12,11 +12,9 @@ from __future__ import annotations
 import copy
 import logging
 import shutil
-import signal
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import Annotated
 
 import typer
@@ -28,6 +26,7 @@ from kernel.processes import (
     free_port,
     http_ok,
     port_in_use,
+    run_until_stopped,
     start_process,
 )
 
@@ -185,24 +184,6 @@ def start_stack(
     return stack
 
 
-def run_until_stopped(stack: RunningStack, poll_seconds: float = 1.0) -> None:
-    """Block until Ctrl-C or SIGTERM (then stop the stack), or until a process dies."""
-
-    def _terminate(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, _terminate)
-    try:
-        while True:
-            stack.check_alive()
-            time.sleep(poll_seconds)
-    except KeyboardInterrupt:
-        log.info("stopping Prometheus and the Pushgateway")
-    finally:
-        stack.stop()
-        signal.signal(signal.SIGTERM, previous)
-
-
 def _find_binary(candidates: tuple[str, ...]) -> str:
     for name in candidates:
         found = shutil.which(name)
@@ -268,4 +249,4 @@ def monitor(
         "Grafana needs Docker: `docker compose up` serves the dashboards on http://localhost:3001\n"
         "Ctrl-C stops both."
     )
-    run_until_stopped(stack)
+    run_until_stopped(stack, "Prometheus and the Pushgateway")

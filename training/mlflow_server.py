@@ -21,10 +21,9 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import Annotated
 
 import typer
@@ -35,6 +34,7 @@ from kernel.processes import (
     free_port,
     http_ok,
     port_in_use,
+    run_until_stopped,
     start_process,
 )
 
@@ -261,24 +261,6 @@ def start_local_tracking(home: Path, *, host: str = "127.0.0.1", port: int = 500
     return server
 
 
-def run_until_stopped(server: TrackingServer, poll_seconds: float = 1.0) -> None:
-    """Block until Ctrl-C or SIGTERM (then stop both servers), or until one of them dies."""
-
-    def _terminate(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, _terminate)
-    try:
-        while True:
-            server.check_alive()
-            time.sleep(poll_seconds)
-    except KeyboardInterrupt:
-        log.info("stopping the MLflow server and PostgreSQL")
-    finally:
-        server.stop()
-        signal.signal(signal.SIGTERM, previous)
-
-
 def mlflow_server(
     port: Annotated[int, typer.Option(help="MLflow server port (0 = any free port).")] = 5000,
     host: Annotated[str, typer.Option(help="Interface to listen on. Keep 127.0.0.1 unless "
@@ -306,4 +288,4 @@ def mlflow_server(
         f"logs         {server.process.log_path}, {home / 'postgres' / 'postgres.log'}\n"
         "Ctrl-C stops both."
     )
-    run_until_stopped(server)
+    run_until_stopped(server, "the MLflow server and PostgreSQL")

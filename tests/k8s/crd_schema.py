@@ -1,7 +1,8 @@
 """A CustomResourceDefinition's OpenAPI schema as a strict JSON Schema: every object that lists
 its properties gets ``additionalProperties: false`` (the API server would silently prune an
 unknown field; here it is an error), and the top level names ``apiVersion``, ``kind`` and
-``metadata``. The conversion ``/work/shared/k8s-schemas`` describes, for a CRD a package ships.
+``metadata``. For a CRD a package ships; provenance of each converted schema: the README
+beside it (e.g. tests/k8s/schemas/kubernetes.dask.org/README.md).
 
     python -m tests.k8s.crd_schema CRD.yaml > tests/k8s/schemas/GROUP/KIND_VERSION.json
 """
