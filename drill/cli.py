@@ -14,7 +14,7 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from drill.config import DEFAULT_CONFIG
+from drill import DEFAULT_CONFIG
 
 
 def _quiet_logging() -> None:

@@ -13,9 +13,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from drill import DEFAULT_CONFIG  # noqa: F401 (re-exported: the config's default file)
 from kernel.yaml_model import load_yaml_model
-
-DEFAULT_CONFIG = Path("configs/drill.yaml")
 
 
 class _Section(BaseModel):

@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from rollout.config import DEFAULT_CONFIG
+from rollout import DEFAULT_CONFIG
 
 RULES_PATH = Path("monitoring/prometheus/rules.yml")
 TEMPLATE_PATH = Path("k8s/overlays/argo-rollouts/analysistemplate.yaml")

@@ -14,8 +14,8 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from kernel.yaml_model import load_yaml_model
+from rollout import DEFAULT_CONFIG
 
-DEFAULT_CONFIG = Path("configs/canary.yaml")
 # A Prometheus range duration, e.g. 90s, 10m, 1h (one unit: what both PromQL and kubectl take).
 _DURATION = re.compile(r"^(\d+)(s|m|h)$")
 _SECONDS = {"s": 1, "m": 60, "h": 3600}
