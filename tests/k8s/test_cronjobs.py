@@ -168,14 +168,6 @@ def drift_run(pod, rendered, trained_entry):
     return pod.run(rendered["prod"], "churn-drift")
 
 
-@pytest.fixture(scope="module")
-def train_supports_mlflow_uri() -> bool:
-    """`churn train --mlflow-uri` comes with the shared-MLflow work (issue 9)."""
-    done = subprocess.run([str(BIN / "churn"), "train", "--help"], capture_output=True,
-                          text=True, timeout=120)
-    return "--mlflow-uri" in done.stdout
-
-
 def store_entries(store: Path) -> dict[str, str]:
     """version -> stage of every entry in a model store folder."""
     entries = {}
@@ -211,11 +203,9 @@ def test_drift_cronjob_reads_the_log_writes_a_report_and_pushes(drift_run, pod,
 
 
 def test_retrain_cronjob_checks_then_trains_a_challenger_the_service_does_not_serve(
-    drift_run, pod, rendered, trained_entry, train_supports_mlflow_uri
+    drift_run, pod, rendered, trained_entry
 ):
     assert drift_run.returncode == 0, drift_run.stderr
-    if not train_supports_mlflow_uri:
-        pytest.skip("churn train has no --mlflow-uri yet (issue 9, shared MLflow)")
     before = store_entries(pod.volume("model-store"))
     done = pod.run(rendered["prod"], "churn-retrain")
     assert done.returncode == 0, done.stdout + done.stderr
@@ -261,10 +251,7 @@ def test_performance_cronjob_joins_labels_and_pushes_measured_metrics(pod, rende
     assert len(measured) == 1 and 0.5 < measured[0] <= 1
 
 
-def test_train_cronjob_template_trains_from_the_secret_source(pod, rendered,
-                                                              train_supports_mlflow_uri):
-    if not train_supports_mlflow_uri:
-        pytest.skip("churn train has no --mlflow-uri yet (issue 9, shared MLflow)")
+def test_train_cronjob_template_trains_from_the_secret_source(pod, rendered):
     before = store_entries(pod.volume("model-store"))
     done = pod.run(rendered["prod"], "churn-train")
     assert done.returncode == 0, done.stdout + done.stderr
@@ -288,13 +275,8 @@ def test_the_repo_configs_are_what_the_job_pods_read(rendered):
 
 
 def test_log_compaction_cronjob_runs_on_the_shared_log(make_pod, rendered, trained_entry):
-    """`churn log compact` comes with the inference-log retention work (issue 9)."""
     from training.generate import GeneratorConfig, generate_customers
 
-    help_text = subprocess.run([str(BIN / "churn"), "log", "compact", "--help"],
-                               capture_output=True, text=True, timeout=120)
-    if help_text.returncode != 0:
-        pytest.skip("churn log compact does not exist yet (issue 9, log retention)")
     pod = make_pod()
     log_predictions(pod.volume("inference-log"), trained_entry,
                     generate_customers(GeneratorConfig(rows=200, seed=413)),
