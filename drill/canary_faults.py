@@ -1,9 +1,12 @@
-"""A bad canary: the model the gate rejected is deployed as a canary beside the champion anyway.
-Two real servers (stable and canary, each named its model as a pod is), a real Prometheus
-scraping both with the track label Kubernetes gives them, traffic split as a 25% step splits
-it, the real `churn canary analyze`; then the abort plan of `churn canary abort`, replayed with
-kubectl's offline twins (``--local``) on the rendered canary overlay, since no cluster exists
-here."""
+"""A bad canary: the model the gate rejected is deployed as a canary beside the champion anyway,
+swapped in for a harmless canary (the champion itself) within one analysis window, on the same
+address, as `churn canary start --model` swaps a canary's pods. Real servers (stable and
+canary, each named its model as a pod is), a real Prometheus scraping both with the track label
+Kubernetes gives them, traffic split as a 25% step splits it, before and after the swap, the
+real `churn canary analyze`: it must judge the bad model on its own predictions, not diluted by
+the harmless one's still in the window. Then the abort plan of `churn canary abort`, replayed
+with kubectl's offline twins (``--local``) on the rendered canary overlay, since no cluster
+exists here."""
 
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ import yaml
 from drill.scenario import Finding, Scenario
 from drill.system import DrillSetupError, DrillSystem, Service, wait_until
 from drill.traffic import bodies_of, scrape, total
+from kernel.processes import free_port
 
 
 def kubectl_binary() -> str:
@@ -108,6 +112,13 @@ def _requests_held(url: str, services: dict[str, Service]) -> bool:
     return held == expected
 
 
+def _split(services: dict[str, Service], targets: list[tuple[str, dict]]) -> Counter:
+    """POST each body to its track's /predict; (track, status) counts."""
+    with httpx.Client(timeout=60) as client, ThreadPoolExecutor(6) as pool:
+        return Counter(pool.map(lambda target: (target[0], client.post(
+            f"{services[target[0]].url}/predict", json=target[1]).status_code), targets))
+
+
 def bad_canary(system: DrillSystem, finding: Finding) -> None:
     from monitoring.stack import ScrapeTarget, start_stack
     from rollout import plan
@@ -117,17 +128,19 @@ def bad_canary(system: DrillSystem, finding: Finding) -> None:
     stable = system.champion_service()
     challenger = system.worse_challenger()
     settings = system.settings.canary
-    canary = system.serve("canary", {"workers": 1, "inference_log": {"enabled": False}},
-                          model_tag=challenger.model_tag)
-    services = {"stable": stable, "canary": canary}
+    port = free_port()
+    harmless = system.serve("canary-before-swap", {"workers": 1,
+                                                   "inference_log": {"enabled": False}},
+                            model_tag=champion.tag, port=port)
+    services = {"stable": stable, "canary": harmless}
     stack = start_stack(
         system.workdir / "canary-prometheus", prometheus_port=0, pushgateway_port=0,
         scrape_interval="1s", evaluation_interval="1s",
         config_path=system.prometheus_config(),
         service_targets=[ScrapeTarget(s.url.removeprefix("http://"), {"track": track})
                          for track, s in services.items()])
+    canary = None
     try:
-        # increase() needs a sample before the traffic.
         wait_until(lambda: _requests_held(stack.prometheus_url, services), 120,
                    what="a first scrape of both tracks")
         contract = champion.contract
@@ -135,10 +148,19 @@ def bad_canary(system: DrillSystem, finding: Finding) -> None:
         bodies = bodies_of(customers[list(contract.features)], contract, "CAN-")
         targets = [("canary" if i % settings.canary_every == 0 else "stable", body)
                    for i, body in enumerate(bodies)]
+        # Half the traffic to the harmless canary, then the swap, then all of it to the bad.
+        before = _split(services, targets[:len(targets) // 2])
+        wait_until(lambda: _requests_held(stack.prometheus_url, services), 120,
+                   what="Prometheus holding the traffic before the swap")
+        system.services.remove(harmless)
+        harmless.stop(timeout=30)
         finding.injected()
-        with httpx.Client(timeout=60) as client, ThreadPoolExecutor(6) as pool:
-            codes = Counter(pool.map(lambda target: (target[0], client.post(
-                f"{services[target[0]].url}/predict", json=target[1]).status_code), targets))
+        canary = system.serve("canary", {"workers": 1, "inference_log": {"enabled": False}},
+                              model_tag=challenger.model_tag, port=port)
+        services["canary"] = canary
+        codes = _split(services, targets)
+        finding.note("traffic before the swap",
+                     {f"{track} {code}": n for (track, code), n in before.items()})
         finding.note("traffic", {f"{track} {code}": n for (track, code), n in codes.items()})
         wait_until(lambda: _requests_held(stack.prometheus_url, services), 120,
                    what="Prometheus holding all the traffic")
@@ -147,8 +169,12 @@ def bad_canary(system: DrillSystem, finding: Finding) -> None:
         finding.detected()
     finally:
         stack.stop()
-        system.services.remove(canary)
-        canary.stop(timeout=30)
+        if canary is not None:
+            system.services.remove(canary)
+            canary.stop(timeout=30)
+        elif harmless in system.services:
+            system.services.remove(harmless)
+            harmless.stop(timeout=30)
 
     try:
         report = json.loads(done.stdout)
@@ -160,10 +186,19 @@ def bad_canary(system: DrillSystem, finding: Finding) -> None:
     finding.note("verdict", report.get("verdict"))
     finding.note("failed_checks", failing)
     finding.note("served", report.get("served"))
+    canary_predictions = next((row["canary"] for row in report.get("checks", [])
+                               if row["check"] == "predictions"), None)
+    finding.note("canary_predictions_judged", canary_predictions)
     finding.caught("`churn canary analyze` fails the canary (exit 1)",
                    done.returncode == 1 and report.get("verdict") == "fail",
                    f"exit {done.returncode}, verdict {report.get('verdict')}: "
                    f"{sorted(failing)}")
+    # Judged on the bad model's answers alone: the harmless canary's, still in the window,
+    # are not counted.
+    finding.intact("the verdict counts only the swapped-in model's predictions",
+                   canary_predictions == codes.get(("canary", 200)),
+                   f"{canary_predictions} judged, {codes.get(('canary', 200))} served since "
+                   f"the swap, {before.get(('canary', 200))} before it")
 
     # The abort `churn canary run` makes on a failed analysis, on the rendered manifests.
     kubernetes = config.kubernetes
@@ -213,7 +248,8 @@ def bad_canary(system: DrillSystem, finding: Finding) -> None:
 
 SCENARIOS = [
     Scenario("bad-canary", "canary",
-             "the challenger the gate rejected is deployed as a canary at 25% of traffic",
+             "the challenger the gate rejected replaces a harmless canary at 25% of traffic, "
+             "within one analysis window",
              "`churn canary analyze` (canary vs stable in Prometheus, rollout/analysis.py) "
              "fails it; the abort plan scales it to 0", bad_canary),
 ]

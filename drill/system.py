@@ -254,10 +254,10 @@ class DrillSystem:
         path.write_text(yaml.safe_dump(config))
         return path
 
-    def serve(self, name: str, overrides: dict | None = None, model_tag: str | None = None
-              ) -> Service:
+    def serve(self, name: str, overrides: dict | None = None, model_tag: str | None = None,
+              port: int | None = None) -> Service:
         """`bentoml serve` of the champion (or ``model_tag``, named by CHURN_MODEL_TAG as a
-        pod names it) on a free port; returns once /readyz answers.
+        pod names it) on ``port`` (default a free one); returns once /readyz answers.
 
         Each server gets a BentoML home of its own whose models/ is the drill's store:
         `bentoml serve` empties $BENTOML_HOME/prometheus_multiproc_dir when it starts, so
@@ -273,7 +273,7 @@ class DrillSystem:
         env = {**os.environ, "CHURN_SERVICE_CONFIG": str(config), "BENTOML_HOME": str(home)}
         if model_tag:
             env[DATASET_ENV] = model_tag
-        port = free_port()
+        port = port or free_port()
         url = f"http://127.0.0.1:{port}"
         self.say(f"  setup: bentoml serve ({name}) on port {port}")
         bentoml = str(Path(sys.executable).with_name("bentoml"))

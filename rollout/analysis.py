@@ -5,11 +5,23 @@ the Argo Rollouts AnalysisTemplate and the Prometheus rules (``rollout.render``)
 from them, and tests prove all three carry the same text.
 
 Series are told apart by ``track`` (stable | canary: a pod label the scrape copies, ServiceMonitor
-``podTargetLabels`` in Kubernetes, ``static_configs`` labels locally); every ``churn_*`` series
-also carries ``model_version``, which the report shows. Each check has
+``podTargetLabels`` in Kubernetes, ``static_configs`` labels locally). Within a track only what
+it serves *now* counts: a series is kept only if its instance (and pod) serves the same model
+version now, as ``churn_model_info`` says at the time of the query. A canary whose model or
+image was just changed is therefore judged on its own predictions from the first one, never on
+its predecessor's, which stay in Prometheus for the rest of the window (its pods are gone, or
+its instance serves another version). Each check has
 
 - per-track queries (what the table shows for stable and for canary), and
 - one comparison query: a single value (a difference, a ratio, a PSI), the number that is judged.
+
+Counts are what was served, not ``increase()``'s estimate: ``increase()`` extrapolates to the
+window's edges and read 16% high on a short burst of traffic, and the gates decide on the
+counts. A series present at both ends of the window counts its last value minus its value at
+the start. One born inside the window counts from zero (the service creates every series at
+zero) when its instance loaded its model inside the window too (a new pod, a new version:
+``churn_model_loaded_timestamp_seconds``). A series that reset inside the window (a restarted
+container), or that Prometheus began to scrape late, falls back to ``increase()``.
 
 Gates first: every comparison is joined with ``and on () (<gate> >= N)``, so with too little
 traffic on either track it returns *nothing*; no data is inconclusive, never a pass. Only the
@@ -22,7 +34,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from rollout.config import AnalysisSettings
+from rollout.config import AnalysisSettings, duration_seconds
 
 Verdict = Literal["pass", "fail", "inconclusive"]
 Kind = Literal["gate", "limit"]
@@ -34,6 +46,8 @@ TRACKS = ("stable", "canary")
 # deciles would put 70% of the customers in two bins (docs/canary.md).
 PSI_BIN_EDGES = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8)
 BIN_RECORD = "churn:prediction_probability_bin:count"
+MODEL_INFO = "churn_model_info"
+MODEL_LOADED = "churn_model_loaded_timestamp_seconds"
 PROBABILITY_BUCKET = "churn_prediction_probability_bucket"
 
 
@@ -92,10 +106,11 @@ def _quote(value: str) -> str:
 
 
 class _Series:
-    """Selectors and sums for one track (or both) over one window."""
+    """Selectors and sums for one track over one window, restricted to what it serves now."""
 
     def __init__(self, settings: AnalysisSettings, window: str, track: str):
         self.match = settings.match
+        self.identity = ", ".join(settings.identity_labels)
         self.window = window
         self.track = track
 
@@ -104,8 +119,24 @@ class _Series:
                     *(f"{k}={_quote(v)}" for k, v in sorted(self.match.items())), *extra]
         return "{" + ", ".join(matchers) + "}"
 
+    def current(self) -> str:
+        """The track's instances as they are now, each with the version it serves now."""
+        return f"{MODEL_INFO}{self.selector()}"
+
+    def served(self, metric: str, *extra: str) -> str:
+        """Per series, what the counter counted in the window (exactly: see the module's
+        docstring), for the series of what the track serves now only. One line: it is
+        nested in every query."""
+        s, w = f"{metric}{self.selector(*extra)}", self.window
+        loaded_inside = (f"{MODEL_LOADED}{self.selector()} > time() - "
+                         f"{duration_seconds(self.window)}")
+        counted = (f"({s} - {s} offset {w}) unless resets({s}[{w}]) > 0"
+                   f" or (({s} unless {s} offset {w}) and on ({self.identity}) {loaded_inside})"
+                   f" or increase({s}[{w}])")
+        return f"(({counted}) and on ({self.identity}) {self.current()})"
+
     def increase(self, metric: str, *extra: str) -> str:
-        return f"sum(increase({metric}{self.selector(*extra)}[{self.window}]))"
+        return f"sum{self.served(metric, *extra)}"
 
     def requests(self, *extra: str) -> str:
         # "other" is any path that is not an endpoint (a scanner's 404s): not traffic.
@@ -121,8 +152,8 @@ class _Series:
         return f"100 * ({counted} or vector(0)) / {self.requests()}"
 
     def latency_quantile(self, quantile: float, endpoint: str) -> str:
-        buckets = (f"sum by (le) (increase(churn_request_duration_seconds_bucket"
-                   f"{self.selector(f'endpoint={_quote(endpoint)}')}[{self.window}]))")
+        buckets = ("sum by (le) " + self.served("churn_request_duration_seconds_bucket",
+                                                f"endpoint={_quote(endpoint)}"))
         # "> 0" drops the NaN a quantile of no requests is: no data, not a number.
         return f"histogram_quantile({quantile}, {buckets}) > 0"
 
@@ -141,7 +172,7 @@ class _Series:
     def bin_shares(self, epsilon: float) -> str:
         """Share of predictions per PSI bin (label ``bin``), floored at ``epsilon`` so that
         an empty bin keeps the logarithm finite (as ``monitoring.drift`` does)."""
-        per_bin = f"sum by (bin) (increase({BIN_RECORD}{self.selector()}[{self.window}]))"
+        per_bin = "sum by (bin) " + self.served(BIN_RECORD)
         total = self.increase("churn_prediction_probability_count")
         return f"clamp_min({per_bin} / on () group_left {total}, {number(epsilon)})"
 
@@ -255,10 +286,24 @@ def checks(settings: AnalysisSettings, window: str | None = None) -> list[Check]
 
 
 def served_versions_query(settings: AnalysisSettings) -> str:
-    """Which model versions each track serves, and on how many instances."""
+    """Which model versions each track serves now, on how many instances."""
+    return f"count by (track, model_version, model_tag) ({_both_tracks(settings)})"
+
+
+def serving_since_query(settings: AnalysisSettings, window: str | None = None) -> str:
+    """Per track and version served now: the time (unix seconds) of its first sample within
+    the window (or just before it): where the data the analysis compares begins."""
+    window = window or settings.window
+    info = _both_tracks(settings)
+    on = ", ".join(["track", *settings.identity_labels])
+    return (f"min by (track, model_version) (min_over_time(timestamp({info})[{window}:]) "
+            f"and on ({on}) {info})")
+
+
+def _both_tracks(settings: AnalysisSettings) -> str:
     matchers = ", ".join([f"track=~{_quote('|'.join(TRACKS))}",
                           *(f"{k}={_quote(v)}" for k, v in sorted(settings.match.items()))])
-    return f"count by (track, model_version, model_tag) (churn_model_info{{{matchers}}})"
+    return f"{MODEL_INFO}{{{matchers}}}"
 
 
 def bin_recording_rules() -> list[dict]:

@@ -52,6 +52,11 @@ class AnalysisSettings(_Section):
         default_factory=dict,
         description="extra label matchers for every series, e.g. {namespace: churn}: needed "
         "when one Prometheus scrapes several churn-serve installations")
+    identity_labels: list[str] = Field(
+        ["instance", "pod", "model_version"],
+        description="labels that say what an instance serves now: a series counts only if "
+        "churn_model_info holds the same values at the time of the analysis (a pod or version "
+        "that is gone, or replaced, no longer counts). `pod` is absent locally: that matches")
     min_requests: int = Field(200, ge=1, description="HTTP checks need this many requests on "
                               "each track, else they are inconclusive")
     min_predictions: int = Field(500, ge=1, description="prediction checks need this many "
@@ -77,6 +82,17 @@ class AnalysisSettings(_Section):
                                           "predictions, canary minus stable")
 
     _window = field_validator("window")(_check_duration)
+
+    @field_validator("identity_labels")
+    @classmethod
+    def _identity(cls, value: list[str]) -> list[str]:
+        if "model_version" not in value:
+            raise ValueError("identity_labels must include model_version: the version is what "
+                             "the analysis selects on")
+        bad = [name for name in value if not _LABEL_NAME.match(name) or name == "__name__"]
+        if bad:
+            raise ValueError(f"identity_labels: {bad} are not label names")
+        return value
 
     @field_validator("match")
     @classmethod

@@ -8,13 +8,22 @@ fill the stable and canary columns of the table.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import httpx
 
-from rollout.analysis import Check, Verdict, checks, number, overall, served_versions_query
-from rollout.config import AnalysisSettings
+from rollout.analysis import (
+    TRACKS,
+    Check,
+    Verdict,
+    checks,
+    number,
+    overall,
+    served_versions_query,
+    serving_since_query,
+)
+from rollout.config import AnalysisSettings, duration_seconds
 
 EXIT_CODES: dict[Verdict, int] = {"pass": 0, "fail": 1, "inconclusive": 3}
 
@@ -66,16 +75,70 @@ class Row:
     note: str = ""
 
 
+@dataclass(frozen=True)
+class Served:
+    """A version one track serves now, on how many instances, and since when its data counts
+    (its first sample in the window; None when Prometheus cannot say)."""
+
+    track: str
+    model_tag: str
+    model_version: str
+    instances: int
+    since: datetime | None = None
+
+    def describe(self) -> str:
+        instances = f"{self.instances} instance{'s' if self.instances != 1 else ''}"
+        return f"{self.model_tag or self.model_version} ({instances})"
+
+
 @dataclass
 class Report:
     window: str
     at: datetime
     rows: list[Row]
-    served: dict[str, list[str]] = field(default_factory=dict)  # track -> "tag (n instances)"
+    # What each track serves now; None: not measured (a dry run's stand-in report).
+    versions: list[Served] | None = None
+
+    @property
+    def window_start(self) -> datetime:
+        return self.at - timedelta(seconds=duration_seconds(self.window))
+
+    @property
+    def served(self) -> dict[str, list[str]]:
+        """track -> "tag (n instances)" of each version it serves now."""
+        out: dict[str, list[str]] = {}
+        for version in self.versions or []:
+            out.setdefault(version.track, []).append(version.describe())
+        return out
+
+    def covered_from(self, track: str) -> datetime | None:
+        """Where the track's compared data begins: the window's start, or later when what it
+        serves now began serving inside the window."""
+        starts = [v.since for v in self.versions or [] if v.track == track and v.since is not None]
+        if not starts:
+            return None
+        return max(self.window_start, min(starts))
+
+    def problems(self) -> list[str]:
+        """What makes the comparison itself unsound now, whatever the numbers say: a track
+        that serves no version, or several (a rollout in progress mixes them)."""
+        if self.versions is None:
+            return []
+        out = []
+        for track in TRACKS:
+            versions = sorted({v.model_version for v in self.versions if v.track == track})
+            if not versions:
+                out.append(f"{track}: no instance reports a model (not scraped, or no ready "
+                           "pod)")
+            elif len(versions) > 1:
+                out.append(f"{track}: serves {len(versions)} versions now ({', '.join(versions)})"
+                           ": a rollout in progress; analyse when one version serves")
+        return out
 
     @property
     def verdict(self) -> Verdict:
-        return overall([row.verdict for row in self.rows])
+        problems = ["inconclusive"] if self.problems() else []
+        return overall([row.verdict for row in self.rows] + problems)
 
     @property
     def exit_code(self) -> int:
@@ -83,7 +146,7 @@ class Report:
 
     def reasons(self) -> list[str]:
         """One phrase per check that did not pass: what a decision records."""
-        out = []
+        out = list(self.problems())
         for row in self.rows:
             if row.verdict == "fail":
                 out.append(f"{row.check.name} {format_value(row.value, row.check, True)} "
@@ -97,8 +160,16 @@ class Report:
         return self.verdict + (": " + "; ".join(reasons) if reasons else "")
 
     def to_dict(self) -> dict:
+        def when(moment: datetime | None) -> str | None:
+            return moment.isoformat(timespec="seconds") if moment else None
+
         return {"verdict": self.verdict, "window": self.window, "at": self.at.isoformat(),
                 "served": self.served,
+                "versions": [{"track": v.track, "model_tag": v.model_tag,
+                              "model_version": v.model_version, "instances": v.instances,
+                              "since": when(v.since)} for v in self.versions or []],
+                "covered_from": {track: when(self.covered_from(track)) for track in TRACKS},
+                "problems": self.problems(),
                 "checks": [{"check": r.check.name, "stable": r.stable, "canary": r.canary,
                             "value": r.value, "threshold": r.check.threshold,
                             "kind": r.check.kind, "verdict": r.verdict, "note": r.note}
@@ -126,12 +197,23 @@ def measure(prometheus_url: str, settings: AnalysisSettings, window: str | None 
             note = (f"too few {check.gate}" if gates.get(check.gate) != "pass"
                     else "no data on one track")
         rows.append(Row(check, sides.get("stable"), sides.get("canary"), value, verdict, note))
-    served: dict[str, list[str]] = {}
+    return Report(window, datetime.now(UTC), rows,
+                  served_versions(prometheus_url, settings, window, timeout))
+
+
+def served_versions(prometheus_url: str, settings: AnalysisSettings, window: str,
+                    timeout: float = 15.0) -> list[Served]:
+    """Which version each track serves now, on how many instances, and since when."""
+    since = {(labels.get("track", ""), labels.get("model_version", "")):
+             datetime.fromtimestamp(value, UTC)
+             for labels, value in query(prometheus_url, serving_since_query(settings, window),
+                                        timeout) if not math.isnan(value)}
+    versions = []
     for labels, count in query(prometheus_url, served_versions_query(settings), timeout):
-        served.setdefault(labels.get("track", ""), []).append(
-            f"{labels.get('model_tag', labels.get('model_version', '?'))} "
-            f"({int(count)} instance{'s' if count != 1 else ''})")
-    return Report(window, datetime.now(UTC), rows, served)
+        track, version = labels.get("track", ""), labels.get("model_version", "")
+        versions.append(Served(track, labels.get("model_tag", ""), version, int(count),
+                               since.get((track, version))))
+    return sorted(versions, key=lambda v: (v.track, v.model_tag))
 
 
 # ------------------------------------------------------------------ the table
@@ -169,8 +251,26 @@ def table(report: Report) -> str:
     widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
     text = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=False))
             + "  " + line[-1] for line in lines]
-    served = "; ".join(f"{track or '(no track)'} serves {', '.join(tags)}"
-                       for track, tags in sorted(report.served.items())) or "no service scraped"
     head = [f"canary analysis over the last {report.window} "
-            f"({report.at.isoformat(timespec='seconds')}): {report.verdict.upper()}", served, ""]
+            f"({report.at.isoformat(timespec='seconds')}): {report.verdict.upper()}",
+            *(_serving_line(report, track) for track in sorted(TRACKS)),
+            *(f"not comparable: {problem}" for problem in report.problems()), ""]
     return "\n".join(head + text)
+
+
+def _serving_line(report: Report, track: str) -> str:
+    """What a track serves now and where its compared data begins."""
+    tags = report.served.get(track)
+    if not tags:
+        return f"{track} serves nothing that reports a model"
+    start = report.covered_from(track)
+    if start is None:
+        covered = "since: unknown"
+    elif start <= report.window_start:
+        covered = "data over the whole window"
+    else:
+        seconds = int((report.at - start).total_seconds())
+        covered = (f"compared from {start.strftime('%H:%M:%S')}, the first sample of what it "
+                   f"serves now ({seconds // 60}m {seconds % 60:02d}s of the {report.window} "
+                   "window)")
+    return f"{track} serves {', '.join(tags)}; {covered}"

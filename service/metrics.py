@@ -37,6 +37,7 @@ class ServiceMetrics:
     validation_failures: object
     unseen_categories: object
     model_info: object
+    model_loaded: object
     model_roc_auc: object
     log_records: object
     log_dropped: object
@@ -105,6 +106,11 @@ def service_metrics() -> ServiceMetrics:
             model_info=Gauge("churn_model_info", "The served model (value 1)",
                              ["model_version", "model_tag", "trained_at"],
                              multiprocess_mode="max"),
+            # When this instance began serving its version: counters born after it count from
+            # zero (rollout/analysis.py); the earliest worker's time.
+            model_loaded=Gauge("churn_model_loaded_timestamp_seconds",
+                               "Unix time the served model was loaded (earliest worker)",
+                               ["model_version"], multiprocess_mode="min"),
             model_roc_auc=Gauge("churn_model_test_roc_auc",
                                 "ROC-AUC of the served model on its held-out test split",
                                 ["model_version"], multiprocess_mode="max"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import time
 
 import bentoml
 import numpy as np
@@ -65,6 +66,7 @@ class ChurnService:
         self.metrics.model_info.labels(model_version=entry.version, model_tag=entry.tag,
                                        trained_at=meta.trained_at).set(1)
         self.metrics.model_roc_auc.labels(model_version=entry.version).set(meta.metrics.roc_auc)
+        self.metrics.model_loaded.labels(model_version=entry.version).set(time.time())
         self.metrics.start_at_zero(entry.version, RISK_LEVELS.tolist(),
                                    [e.strip("/") for e in ENDPOINTS])
         self.inference_log = None

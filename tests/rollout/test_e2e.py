@@ -1,12 +1,16 @@
 """The canary analysis end to end on real parts: a stable and a canary `bentoml serve` (each
 told its model by CHURN_MODEL_TAG, as a pod is), a real Prometheus with the project's rules
 scraping both with a `track` label, /predict traffic split 3:1 as a 25% step would split it,
-and the real `churn canary analyze`. Four canaries:
+and the real `churn canary analyze`. The canary:
 
-1. a model retrained on another sample of the same population: pass;
-2. a model trained on drifted data: fails on what it predicts, while every HTTP check passes;
-3. the stable model under a contract that refuses premium plans: fails on rejected inputs;
-4. too little traffic: inconclusive.
+1. too little traffic: inconclusive;
+2. a model retrained on another sample of the same population: pass, and the gate rows count
+   exactly the requests each track was sent;
+3. swapped, on the same instance, for a model trained on drifted data (as `churn canary start
+   --model` or a local restart on the same port swaps it): inconclusive right after the swap,
+   although the window still holds the previous model's passing data; after traffic it fails
+   on what the new model alone predicts, while every HTTP check passes;
+4. the stable model under a contract that refuses premium plans: fails on rejected inputs.
 
 The thresholds are the defaults of configs/canary.yaml; only the traffic gates are scaled to a
 test's traffic, and the latency floor is raised (see ANALYSIS)."""
@@ -21,6 +25,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -80,13 +85,13 @@ def canary_models(trained_entry, contract, fast_config, churn_home: Path,
         delete_entry(tag)
 
 
-def serve(tag: str, folder: Path) -> Server:
+def serve(tag: str, folder: Path, port: int | None = None) -> Server:
     """`bentoml serve` of one model named by CHURN_MODEL_TAG, as a pod names it (one worker:
     CPU is scarce)."""
     folder.mkdir(parents=True, exist_ok=True)
     config = folder / "service.yaml"
     config.write_text(yaml.safe_dump({"workers": 1, "inference_log": {"enabled": False}}))
-    port = free_port()
+    port = port or free_port()
     url = f"http://127.0.0.1:{port}"
     # `bentoml serve` keeps its metrics in $BENTOML_HOME/prometheus_multiproc_dir and empties
     # it when it starts: servers sharing a home would wipe and mix each other's counters (a pod
@@ -103,23 +108,54 @@ def serve(tag: str, folder: Path) -> Server:
     return Server(process.name, process.popen, process.log_path, url, folder)
 
 
+class CanarySlot:
+    """The canary's one address (an instance, as a pod IP or a local port is), serving one
+    model at a time: ``serve(name)`` swaps the model there, with a fresh BentoML home, as a
+    new canary pod or a local restart on the same port does."""
+
+    def __init__(self, tags: dict[str, str], root: Path) -> None:
+        self.tags, self.root, self.port = tags, root, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.name: str | None = None
+        self.server: Server | None = None
+
+    def serve(self, name: str, fresh: bool = False) -> Server:
+        """The slot serving ``name`` (``fresh``: a new process even if it already does)."""
+        if self.name != name or fresh:
+            self.stop()
+            self.server = serve(self.tags[name], self.root / f"{name}-{time.monotonic_ns()}",
+                                self.port)
+            self.name = name
+        return self.server
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop(timeout=30)
+            self.server, self.name = None, None
+
+
 @pytest.fixture(scope="module")
 def servers(trained_entry, canary_models: dict[str, str],
-            tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Server]]:
-    """Stable and the three canaries, started together (start-up is mostly waiting on
-    imports and model loads; four in parallel take about as long as two in a row)."""
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """Stable, the narrowed canary and the canary slot serving "retrained", started together
+    (start-up is mostly waiting on imports and model loads; in parallel they take about as
+    long as one)."""
     root = tmp_path_factory.mktemp("canary-servers")
-    tags = {"stable": trained_entry.tag, **canary_models}
-    with ThreadPoolExecutor(len(tags)) as pool:
-        futures = {name: pool.submit(serve, tag, root / name) for name, tag in tags.items()}
+    slot = CanarySlot(canary_models, root / "slot")
+    with ThreadPoolExecutor(3) as pool:
+        futures = {"stable": pool.submit(serve, trained_entry.tag, root / "stable"),
+                   "narrowed": pool.submit(serve, canary_models["narrowed"], root / "narrowed"),
+                   "slot": pool.submit(slot.serve, "retrained")}
     started = {name: f.result() for name, f in futures.items() if f.exception() is None}
     try:
         failed = [f"{name}: {f.exception()}" for name, f in futures.items() if f.exception()]
         assert not failed, failed
-        yield started
+        yield {"stable": started["stable"], "narrowed": started["narrowed"], "slot": slot}
     finally:
-        for server in started.values():
-            server.stop(timeout=30)
+        slot.stop()
+        for name in ("stable", "narrowed"):
+            if name in started:
+                started[name].stop(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -145,20 +181,19 @@ def query(stack: RunningStack, expr: str) -> list[dict]:
     return answer["data"]["result"]
 
 
-def served_requests(server: Server) -> float:
+def served_requests(url: str) -> float:
     """What the service itself counts (its own /metrics), to know when Prometheus has it all."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    text = httpx.get(f"{server.url}/metrics", timeout=30).text
+    text = httpx.get(f"{url}/metrics", timeout=30).text
     return sum(sample.value for family in text_string_to_metric_families(text)
                for sample in family.samples if sample.name == "churn_requests_total")
 
 
-def wait_until_scraped(stack: RunningStack, servers: dict[str, Server],
-                       timeout: float = 120) -> None:
+def wait_until_scraped(stack: RunningStack, urls: dict[str, str], timeout: float = 120) -> None:
     """Until Prometheus holds each track's request count as the service reports it (a busy
     machine can delay scrapes by many seconds, so no fixed sleep)."""
-    expected = {track: served_requests(server) for track, server in servers.items()}
+    expected = {track: served_requests(url) for track, url in urls.items()}
     deadline = time.monotonic() + timeout
     while True:
         held = {s["metric"]["track"]: float(s["value"][1]) for s in query(
@@ -169,16 +204,18 @@ def wait_until_scraped(stack: RunningStack, servers: dict[str, Server],
         time.sleep(0.5)
 
 
-def split_traffic(stable: Server, canary: Server, bodies: list[dict]) -> Counter:
-    """POST every body to /predict, every CANARY_EVERY-th one to the canary; (track, code)
-    counts."""
+def split_traffic(urls: dict[str, str], bodies: list[dict]) -> tuple[Counter, list[dict]]:
+    """POST every body to /predict, every CANARY_EVERY-th one to the canary: (track, code)
+    counts and the canary's answers."""
     targets = [("canary" if i % CANARY_EVERY == 0 else "stable", body)
                for i, body in enumerate(bodies)]
-    urls = {"stable": stable.url, "canary": canary.url}
     with httpx.Client(timeout=60) as client, ThreadPoolExecutor(6) as pool:
-        codes = pool.map(lambda target: (target[0], client.post(
-            f"{urls[target[0]]}/predict", json=target[1]).status_code), targets)
-        return Counter(codes)
+        answers = list(pool.map(lambda target: (target[0], client.post(
+            f"{urls[target[0]]}/predict", json=target[1])), targets))
+    codes = Counter((track, answer.status_code) for track, answer in answers)
+    canary = [answer.json() for track, answer in answers
+              if track == "canary" and answer.status_code == 200]
+    return codes, canary
 
 
 def analyze(stack: RunningStack, config_path: Path) -> tuple[int, dict, str]:
@@ -198,71 +235,133 @@ def verdicts(report: dict) -> dict[str, str]:
     return {row["check"]: row["verdict"] for row in report["checks"]}
 
 
+def rows_of(report: dict) -> dict[str, dict]:
+    return {row["check"]: row for row in report["checks"]}
+
+
+@dataclass
+class Case:
+    """One Prometheus scraping stable and one canary address, and what was sent to them."""
+
+    stack: RunningStack
+    urls: dict[str, str]
+    config_path: Path
+
+    def send(self, traffic: list[dict]) -> tuple[Counter, list[dict]]:
+        counts, answers = split_traffic(self.urls, traffic)
+        wait_until_scraped(self.stack, self.urls)
+        return counts, answers
+
+    def analyze(self) -> tuple[int, dict, str]:
+        return analyze(self.stack, self.config_path)
+
+
 @pytest.fixture
-def case(servers: dict[str, Server], bodies: list[dict], config_path: Path,
-         tmp_path: Path):
-    """Run one case: a fresh Prometheus scraping stable and the named canary, the traffic,
-    then the analysis (a fresh Prometheus holds only this case's traffic)."""
+def case(servers: dict, config_path: Path, tmp_path: Path):
+    """Start one case: a fresh Prometheus (holding only this case's traffic) scraping stable
+    and the given canary address."""
     running: list[RunningStack] = []
 
-    def run(canary: str, traffic: list[dict]) -> tuple[int, dict, str, Counter]:
-        stable = servers["stable"]
+    def start(canary_url: str) -> Case:
+        urls = {"stable": servers["stable"].url, "canary": canary_url}
         stack = start_stack(
             tmp_path / "stack", prometheus_port=0, pushgateway_port=0, scrape_interval="1s",
             evaluation_interval="1s", service_targets=[
-                ScrapeTarget(stable.url.removeprefix("http://"), {"track": "stable"}),
-                ScrapeTarget(servers[canary].url.removeprefix("http://"), {"track": "canary"})])
+                ScrapeTarget(url.removeprefix("http://"), {"track": track})
+                for track, url in urls.items()])
         running.append(stack)
-        pair = {"stable": stable, "canary": servers[canary]}
-        # A baseline scrape of both before the traffic: increase() needs a sample before it.
-        wait_until_scraped(stack, pair)
-        counts = split_traffic(stable, servers[canary], traffic)
-        wait_until_scraped(stack, pair)
-        return (*analyze(stack, config_path), counts)
+        # A baseline scrape of both before the traffic.
+        wait_until_scraped(stack, urls)
+        return Case(stack, urls, config_path)
 
-    yield run
+    yield start
     for stack in running:
         stack.stop()
 
 
-def test_too_little_canary_traffic_is_inconclusive_not_a_pass(case, bodies) -> None:
-    code, report, table, counts = case("retrained", bodies[:240])  # 60 canary requests
+def test_too_little_canary_traffic_is_inconclusive_not_a_pass(case, servers, bodies) -> None:
+    servers["slot"].serve("retrained")
+    running = case(servers["slot"].url)
+    counts, _ = running.send(bodies[:240])  # 60 canary requests
+    code, report, table = running.analyze()
     assert counts[("canary", 200)] == 60
     assert code == 3 and report["verdict"] == "inconclusive", table
     assert set(verdicts(report).values()) == {"inconclusive"}, table
-    rows = {row["check"]: row for row in report["checks"]}
-    # The gate reports the count it waits for (approximate: increase() extrapolates).
-    assert 30 < rows["requests"]["value"] < ANALYSIS["min_requests"], table
+    rows = rows_of(report)
+    # The gate reports what the canary served, exactly.
+    assert rows["requests"]["value"] == 60, table
     assert "too few" in rows["probability_psi"]["note"], table
 
 
-def test_a_retrained_model_of_equal_quality_passes(case, bodies) -> None:
-    code, report, table, counts = case("retrained", bodies)
-    assert counts[("canary", 200)] >= 250 and counts[("stable", 200)] >= 750
+def test_a_retrained_model_of_equal_quality_passes_and_the_gates_count_what_was_sent(
+        case, servers, bodies) -> None:
+    servers["slot"].serve("retrained", fresh=True)  # a canary that has served nothing yet
+    running = case(servers["slot"].url)
+    counts, _ = running.send(bodies)
+    code, report, table = running.analyze()
+    sent = {track: sum(n for (t, _), n in counts.items() if t == track)
+            for track in ("stable", "canary")}
+    assert sent["canary"] >= 250 and sent["stable"] >= 750
     assert code == 0, table
     assert set(verdicts(report).values()) == {"pass"}, table
+    rows = rows_of(report)
+    # Not increase()'s extrapolation: what was served. The canary served exactly this case's
+    # requests; stable (started inside the window) also those of the cases before.
+    assert abs(rows["requests"]["canary"] - sent["canary"]) <= 1, (sent, table)
+    assert abs(rows["predictions"]["canary"] - counts[("canary", 200)]) <= 1, table
+    assert abs(rows["requests"]["stable"] - served_requests(running.urls["stable"])) <= 1, table
+    assert rows["requests"]["stable"] >= sent["stable"], table
+    assert rows["requests"]["value"] == min(rows["requests"][t] for t in ("stable", "canary"))
     served = report["served"]
     assert "canary_retrained" in " ".join(served["canary"])
     assert "streaming_churn" in " ".join(served["stable"])
 
 
-def test_a_model_trained_on_drifted_data_fails_on_predictions_while_http_passes(
-        case, bodies) -> None:
-    code, report, table, _ = case("drifted", bodies)
+def test_a_canary_swapped_for_a_drifted_model_is_judged_on_its_own_predictions(
+        case, servers, bodies) -> None:
+    slot = servers["slot"]
+    slot.serve("retrained")
+    running = case(slot.url)
+    _, _ = running.send(bodies[:800])  # 200 canary predictions of the passing model
+    assert running.analyze()[0] == 0
+    drifted = slot.serve("drifted")  # same address, new model: the window keeps the old data
+    running.urls["canary"] = drifted.url
+    wait_until_scraped(running.stack, running.urls)
+
+    code, report, table = running.analyze()
+    assert code == 3 and report["verdict"] == "inconclusive", table  # not the old pass
+    assert "canary_drifted" in " ".join(report["served"]["canary"]), table
+    assert rows_of(report)["predictions"]["canary"] in (None, 0), table
+    assert report["covered_from"]["canary"] > report["covered_from"]["stable"], report
+
+    counts, answers = running.send(bodies)
+    code, report, table = running.analyze()
     outcome = verdicts(report)
     assert code == 1, table
     assert {name for name in HTTP_CHECKS if outcome[name] == "pass"} == HTTP_CHECKS, table
     failed = {name for name, verdict in outcome.items() if verdict == "fail"}
     assert failed <= PREDICTION_CHECKS, table
     assert {"mean_probability", "probability_psi"} <= failed, table
+    # The canary's numbers are the drifted model's own answers, none of its predecessor's.
+    rows = rows_of(report)
+    assert rows["predictions"]["canary"] == counts[("canary", 200)] == len(answers), table
+    flagged = 100 * sum(a["will_churn"] for a in answers) / len(answers)
+    mean = sum(a["churn_probability"] for a in answers) / len(answers)
+    assert rows["will_churn_share"]["canary"] == pytest.approx(flagged, abs=1e-6), table
+    assert rows["mean_probability"]["canary"] == pytest.approx(mean, abs=1e-9), table
+    served_version = httpx.get(f"{drifted.url}/readyz", timeout=30).json()["model_version"]
+    assert {a["model_version"] for a in answers} == {served_version}
 
 
-def test_a_canary_rejecting_valid_input_fails_on_the_error_checks(case, bodies) -> None:
-    code, report, table, counts = case("narrowed", bodies)
+def test_a_canary_rejecting_valid_input_fails_on_the_error_checks(case, servers,
+                                                                   bodies) -> None:
+    running = case(servers["narrowed"].url)
+    counts, _ = running.send(bodies)
+    code, report, table = running.analyze()
     assert counts[("canary", 400)] > 20 and counts[("stable", 400)] == 0  # premium customers
     assert code == 1, table
     assert verdicts(report)["rejected_input"] == "fail", table
-    row = next(r for r in report["checks"] if r["check"] == "rejected_input")
+    row = rows_of(report)["rejected_input"]
     rejected = 100 * counts[("canary", 400)] / (counts[("canary", 400)] + counts[("canary", 200)])
-    assert row["value"] == pytest.approx(rejected, abs=2)
+    assert row["value"] == pytest.approx(rejected, abs=1e-6)
     assert "rejected input (4xx but 429)" in table and "FAIL" in table

@@ -21,13 +21,28 @@ REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "monitoring" / "prometheus" / "rules.yml"
 RULE_TESTS = REPO / "monitoring" / "prometheus" / "rules.test.yml"
 CONFIG = CanaryConfig.from_yaml(REPO / "configs" / "canary.yaml")
-# Group name -> the verdict of every limit check (gates: what a gate says in that scenario).
+HTTP_CHECKS = ("failed_requests", "rejected_input", "latency_p95", "latency_p99")
+# Group name -> eval time -> (verdict of every limit check, of every gate), or per check.
 SCENARIOS = {
-    "canary analysis: every check passes": ("pass", "pass"),
-    "canary analysis: every check fails": ("fail", "pass"),
-    "canary analysis: too little canary traffic": ("inconclusive", "inconclusive"),
-    "canary analysis: no canary": ("inconclusive", "inconclusive"),
+    "canary analysis: every check passes": {"15m": ("pass", "pass")},
+    "canary analysis: every check fails": {"15m": ("fail", "pass")},
+    "canary analysis: too little canary traffic": {"15m": ("inconclusive", "inconclusive")},
+    "canary analysis: no canary": {"15m": ("inconclusive", "inconclusive")},
+    # The canary's instance swapped a good model (v2) for a failing one (v3) at 15m.
+    "canary analysis: a canary swapped inside the window": {
+        "16m": ("inconclusive", "inconclusive"),  # v3's first minute: v2's data never counts
+        "21m": {"requests": "pass", **dict.fromkeys(HTTP_CHECKS, "fail")},  # else inconclusive
+        "25m": ("fail", "pass"),
+    },
 }
+
+
+def expected_verdict(scenario: str, at: str, check) -> str:
+    expected = SCENARIOS[scenario][at]
+    if isinstance(expected, dict):
+        return expected.get(check.name, "inconclusive")
+    limit_verdict, gate_verdict = expected
+    return gate_verdict if check.kind == "gate" else limit_verdict
 
 
 def canary_groups() -> dict[str, dict]:
@@ -44,19 +59,44 @@ def test_the_generated_rules_group_is_current() -> None:
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_promtool_scenarios_run_the_cli_queries_and_mean_what_they_say(scenario: str) -> None:
     group = canary_groups()[scenario]
-    limit_verdict, gate_verdict = SCENARIOS[scenario]
     by_query = {check.compare: check for check in checks(CONFIG.analysis)}
-    seen = set()
+    seen: dict[str, set[str]] = {}
     for case in group["promql_expr_test"]:
         check = by_query.get(case["expr"].strip())
         assert check is not None, f"{scenario}: not a query of rollout.analysis:\n{case['expr']}"
         samples = case["exp_samples"]
         assert len(samples) <= 1 and all(s["labels"] == "{}" for s in samples)
         value = float(samples[0]["value"]) if samples else None
-        expected = gate_verdict if check.kind == "gate" else limit_verdict
-        assert check.judge(value) == expected, (scenario, check.name, value)
-        seen.add(check.name)
-    assert seen == {check.name for check in checks(CONFIG.analysis)}, scenario
+        at = case["eval_time"]
+        assert check.judge(value) == expected_verdict(scenario, at, check), \
+            (scenario, at, check.name, value)
+        seen.setdefault(at, set()).add(check.name)
+    assert set(seen) == set(SCENARIOS[scenario]), scenario
+    for at, names in seen.items():
+        assert names == {check.name for check in checks(CONFIG.analysis)}, (scenario, at)
+
+
+def values_at(group: dict, at: str) -> dict[str, float | None]:
+    by_query = {check.compare: check.name for check in checks(CONFIG.analysis)}
+    return {by_query[case["expr"].strip()]: (float(case["exp_samples"][0]["value"])
+                                             if case["exp_samples"] else None)
+            for case in group["promql_expr_test"] if case["eval_time"] == at}
+
+
+def test_a_swapped_canary_is_judged_on_its_own_data_only() -> None:
+    """The canary judged after a swap shows the failing model's own values (those of the
+    failing group, whose canary serves the same series all along), never a mix with its
+    predecessor's, however much of the predecessor's data the window still holds."""
+    groups = canary_groups()
+    own = values_at(groups["canary analysis: every check fails"], "15m")
+    swapped = groups["canary analysis: a canary swapped inside the window"]
+    assert values_at(swapped, "25m") == own
+    six_minutes = values_at(swapped, "21m")
+    assert {name: six_minutes[name] for name in HTTP_CHECKS} == \
+        {name: own[name] for name in HTTP_CHECKS}
+    # Gates count what the new version served: one minute, then six, of 60 per minute.
+    assert values_at(swapped, "16m")["requests"] == 60
+    assert six_minutes["requests"] == six_minutes["predictions"] == 360
 
 
 def per_minute(group: dict, track: str, metric: str) -> dict[str, float]:
