@@ -93,7 +93,7 @@ def alternatives(directory: Path, records: int) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from service.inference_log import json_lines_table, list_log_files
+    from kernel.inference_log import json_lines_table, list_log_files
 
     data = b"".join(f.json_path.read_bytes() for f in list_log_files(directory))
     table = json_lines_table(data, "bench")
@@ -116,7 +116,7 @@ def alternatives(directory: Path, records: int) -> dict:
 
 def read_back(directory: Path) -> dict:
     """``read_inference_log`` of the whole folder in a fresh process: seconds, peak RSS."""
-    probe = ("import resource, sys, time; from service.inference_log import read_inference_log; "
+    probe = ("import resource, sys, time; from kernel.inference_log import read_inference_log; "
              "t = time.perf_counter(); n = len(read_inference_log(sys.argv[1])); "
              "print(n, time.perf_counter() - t, "
              "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
@@ -128,8 +128,8 @@ def read_back(directory: Path) -> dict:
 
 
 def measure(directory: Path) -> dict:
+    from kernel.inference_log import list_log_files, read_inference_log
     from monitoring.log_retention import compact
-    from service.inference_log import list_log_files, read_inference_log
 
     files = list_log_files(directory)
     records = len(read_inference_log(directory, columns=["customer_id"]))

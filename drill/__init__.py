@@ -9,8 +9,7 @@ serve`, Prometheus with the project's rules scaled in time), ``rules`` (that sca
 Why each guard sits where it does: docs/drill.md.
 """
 
-from pathlib import Path
-
 # Here rather than in ``config`` so that `churn --help` and every other command, which import
-# the drill's CLI to register it, do not import pydantic and the drill's models.
-DEFAULT_CONFIG = Path("configs/drill.yaml")
+# the drill's CLI to register it, do not import pydantic and the drill's models. Found by the
+# project's one rule (kernel.config_files).
+CONFIG_NAME = "drill.yaml"

@@ -14,7 +14,7 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from drill import DEFAULT_CONFIG
+from drill import CONFIG_NAME
 
 
 def _quiet_logging() -> None:
@@ -46,9 +46,10 @@ def drill(
     keep_workdir: Annotated[bool, typer.Option(
         "--keep-workdir", help="Keep the work folder even when every scenario was caught "
         "(it is always kept when one was not, to look at).")] = False,
-    config: Annotated[Path, typer.Option(
-        "--config", help="Drill config YAML: table sizes, traffic, time scale of the alerts "
-        "(defaults apply when the default file does not exist).")] = DEFAULT_CONFIG,
+    config: Annotated[Path | None, typer.Option(
+        "--config", help=f"Drill config YAML: table sizes, traffic, time scale of the alerts; "
+        f"default configs/{CONFIG_NAME} of the working directory, else of the project, else "
+        "built-in defaults (the first line says which).")] = None,
 ) -> None:
     """Break the running system (training, serving, monitoring, canary) in each way churn
     systems fail, on real parts of this machine, and report which guard caught each failure,
@@ -67,16 +68,15 @@ def drill(
         return
 
     from drill.config import DrillConfig
-    from drill.system import REPO
+    from kernel.config_files import ConfigNotFound
     from kernel.paths import churn_home
 
-    if not config.is_absolute() and not config.exists():
-        config = REPO / config  # the default names the repository's file wherever one runs
     try:
-        settings = DrillConfig.from_yaml(None if config == REPO / DEFAULT_CONFIG
-                                         and not config.exists() else config)
-    except ValueError as exc:
+        found = DrillConfig.find(config)
+        settings = DrillConfig.from_yaml(found.path)
+    except (ValueError, ConfigNotFound) as exc:
         _fail(exc)
+    typer.echo(found.describe())
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     report_dir = (report_dir or churn_home() / "drill" / stamp).resolve()
     temporary = workdir is None

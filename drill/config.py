@@ -10,11 +10,12 @@ which alert time is compressed.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from drill import DEFAULT_CONFIG  # noqa: F401 (re-exported: the config's default file)
-from kernel.yaml_model import load_yaml_model
+from drill import CONFIG_NAME  # noqa: F401 (re-exported: the config's file name)
+from kernel.yaml_model import JobConfig
 
 
 class _Section(BaseModel):
@@ -98,7 +99,10 @@ class CanaryLoad(_Section):
         "hundred ms is the machine, not the canary")
 
 
-class DrillConfig(_Section):
+class DrillConfig(JobConfig, _Section):
+    CONFIG_NAME: ClassVar[str] = CONFIG_NAME
+    CONFIG_KIND: ClassVar[str] = "drill config"
+
     project: ProjectFiles = ProjectFiles()
     training: TrainingSpeed = TrainingSpeed()
     serving: ServingLoad = ServingLoad()
@@ -109,8 +113,3 @@ class DrillConfig(_Section):
         "for: durations and staleness thresholds are divided by it (360: 1 h -> 10 s)")
     alert_timeout_seconds: float = Field(120, gt=0, description="longest wait for an alert")
     server_timeout_seconds: float = Field(300, gt=0, description="longest wait for a server")
-
-    @classmethod
-    def from_yaml(cls, path: Path | None) -> DrillConfig:
-        """Read the file; None gives the defaults. Raises ValueError naming the bad key."""
-        return cls() if path is None else load_yaml_model(cls, path, "drill config")

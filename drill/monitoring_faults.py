@@ -65,7 +65,7 @@ def _scraped(system: DrillSystem) -> None:
 def _serve_and_wait(system: DrillSystem, bodies: list[dict], prefix: str) -> None:
     """Send ``bodies`` (batches, and some single requests) to the champion's server and wait
     until the inference log holds each of them."""
-    from service.inference_log import read_inference_log
+    from kernel.inference_log import read_inference_log
 
     service = system.champion_service()
     singles = min(40, len(bodies) // 10)

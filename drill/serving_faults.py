@@ -29,7 +29,7 @@ from drill.traffic import (
 
 def _logged(service: Service, prefix: str):
     """Records of the inference log whose customer id starts with ``prefix``."""
-    from service.inference_log import read_inference_log
+    from kernel.inference_log import read_inference_log
 
     records = read_inference_log(service.log_dir)
     if records.empty:
@@ -253,7 +253,7 @@ def sigterm(system: DrillSystem, finding: Finding) -> None:
                    f"{len(answered)} answered, {len(missing)} missing from the log")
     finding.intact("no record written twice", len(ids) == len(set(ids)),
                    f"{len(ids)} records, {len(set(ids))} customers")
-    from service.inference_log import list_log_files
+    from kernel.inference_log import list_log_files
 
     files = list_log_files(service.log_dir)
     sealed = sum(1 for f in files if f.sealed)
@@ -294,7 +294,7 @@ def sigkill(system: DrillSystem, finding: Finding) -> None:
     lost = [a for a in answered if a.customer_id not in ids]
     bound = rate * flush
     oldest_lost = max((killed - a.answered for a in lost), default=0.0)
-    from service.inference_log import list_log_files
+    from kernel.inference_log import list_log_files
 
     files = list_log_files(service.log_dir)
     finding.note("answered", len(answered))

@@ -17,9 +17,8 @@ import typer
 from kernel.cluster import DEFAULT_CONNECT_TIMEOUT, SCHEDULER_ENV
 from monitoring.k8s_assets import k8s_app
 
-DEFAULT_CONFIG = Path("configs/monitoring.yaml")
-
-CONFIG_HELP = "Monitoring config YAML (defaults apply when the default file does not exist)."
+CONFIG_HELP = ("Monitoring config YAML; default configs/monitoring.yaml of the working directory, "
+               "else of the project, else built-in defaults (the first log line says which).")
 MODEL_HELP = ("Model tag name:version (or name for its champion); default $CHURN_MODEL_TAG, else "
               "the champion of the config's dataset, else of the only dataset in the store.")
 PUSH_HELP = "Pushgateway URL; default pushgateway.url from the config."
@@ -35,11 +34,10 @@ def _logging() -> None:
     logging.getLogger("churn").setLevel(logging.INFO)
 
 
-def _settings(config: Path, pushgateway: str | None):
+def _settings(config: Path | None, pushgateway: str | None):
     from monitoring.config import MonitoringConfig
 
-    path = None if config == DEFAULT_CONFIG and not config.exists() else config
-    settings = MonitoringConfig.from_yaml(path)
+    settings = MonitoringConfig.locate(config)
     if pushgateway:
         settings.pushgateway.url = pushgateway
     return settings
@@ -88,7 +86,7 @@ def drift(
     pushgateway: Annotated[str | None, typer.Option("--pushgateway", help=PUSH_HELP)] = None,
     no_push: Annotated[bool, typer.Option("--no-push", help=NO_PUSH_HELP)] = False,
     report_dir: Annotated[Path | None, typer.Option("--report-dir", help=REPORT_HELP)] = None,
-    config: Annotated[Path, typer.Option("--config", help=CONFIG_HELP)] = DEFAULT_CONFIG,
+    config: Annotated[Path | None, typer.Option("--config", help=CONFIG_HELP)] = None,
     dask: Annotated[str | None, typer.Option(
         "--dask", envvar=SCHEDULER_ENV, metavar="[ADDRESS]",
         help="Count the current rows on Dask, one task per inference-log file (or per piece "
@@ -135,7 +133,7 @@ def performance(
     pushgateway: Annotated[str | None, typer.Option("--pushgateway", help=PUSH_HELP)] = None,
     no_push: Annotated[bool, typer.Option("--no-push", help=NO_PUSH_HELP)] = False,
     report_dir: Annotated[Path | None, typer.Option("--report-dir", help=REPORT_HELP)] = None,
-    config: Annotated[Path, typer.Option("--config", help=CONFIG_HELP)] = DEFAULT_CONFIG,
+    config: Annotated[Path | None, typer.Option("--config", help=CONFIG_HELP)] = None,
 ) -> None:
     """Join late labels to the logged predictions; measure ROC-AUC, precision, recall and
     calibration per model version and window; compare with the stored test metrics; write the
@@ -162,7 +160,7 @@ def retrain_check(
     report_dir: Annotated[Path | None, typer.Option(
         "--report-dir", help="Folder of the drift and performance reports (read) and of this "
         "check's report (written); default as for `churn drift`.")] = None,
-    config: Annotated[Path, typer.Option("--config", help=CONFIG_HELP)] = DEFAULT_CONFIG,
+    config: Annotated[Path | None, typer.Option("--config", help=CONFIG_HELP)] = None,
 ) -> None:
     """Recommend retraining from the newest drift and performance reports and the model's
     age. Exit 0: no retrain; 10: retrain recommended (reasons printed, pushed as

@@ -9,13 +9,14 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from pathlib import Path
+from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from kernel.cluster import DEFAULT_PARTITION_BYTES, DEFAULT_PARTITION_ROWS
-from kernel.yaml_model import load_yaml_model
+from kernel.yaml_model import JobConfig
 
-DEFAULT_CONFIG = Path("configs/monitoring.yaml")
+CONFIG_NAME = "monitoring.yaml"
 _WINDOW = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b|b)?\s*$", re.IGNORECASE)
@@ -127,7 +128,11 @@ class LogRetentionSettings(_Section):
     _max_bytes = field_validator("max_bytes", mode="before")(parse_size)
 
 
-class MonitoringConfig(_Section):
+class MonitoringConfig(JobConfig, _Section):
+    CONFIG_NAME: ClassVar[str] = CONFIG_NAME
+    CONFIG_KIND: ClassVar[str] = "monitoring config"
+    CONFIG_ERROR: ClassVar[type[Exception]] = MonitoringConfigError
+
     dataset: str | None = Field(
         None, description="dataset whose champion the jobs check; None = the only one in the store")
     inference_log_dir: Path | None = None
@@ -155,12 +160,3 @@ class MonitoringConfig(_Section):
                                  f"{window}: retention would delete records that job reads")
         return self
 
-    @classmethod
-    def from_yaml(cls, path: Path | None) -> MonitoringConfig:
-        """Read the file; None or a missing default file gives the defaults.
-
-        Raises MonitoringConfigError naming the bad key.
-        """
-        if path is None:
-            return cls()
-        return load_yaml_model(cls, path, "monitoring config", MonitoringConfigError)

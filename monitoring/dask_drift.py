@@ -1,7 +1,7 @@
 """`churn drift --dask`: the current data counted on a Dask cluster, one task per partition.
 
 Partitions are the inference-log files that may hold records of the window
-(``service.inference_log.files_in_window``: JSON lines or their compacted Parquet twins, each
+(``kernel.inference_log.files_in_window``: JSON lines or their compacted Parquet twins, each
 read whole by one task and filtered to the window), or, for ``--current`` files, the table
 pieces of ``kernel.partitions``. Each task types and checks its rows by the contract and
 rescores stale ones exactly as ``prepare_current`` does for all rows at once, then returns:
@@ -31,12 +31,12 @@ import pandas as pd
 
 from kernel.cluster import peak_rss_bytes
 from kernel.contract import DataContract
+from kernel.inference_log import LogFile, files_in_window, read_window
 from kernel.model import ChurnModel
 from kernel.partitions import TablePiece, plan_pieces, read_piece, table_files
 from kernel.store import PROBABILITY_COLUMN, ModelEntry
 from monitoring.drift import prepare_current
 from monitoring.drift_statistics import DriftStatistics, reference_edges
-from service.inference_log import LogFile, files_in_window, read_window
 
 if TYPE_CHECKING:
     from distributed import Client

@@ -132,7 +132,7 @@ def _current_in_process(entry, settings: MonitoringConfig, *, log_dir: Path, sta
 
         raw = read_table(current)
     else:
-        from service.inference_log import read_inference_log
+        from kernel.inference_log import read_inference_log
 
         raw = read_inference_log(log_dir, start=start, end=end)
     prepared = prepare_current(raw, entry.contract, entry.model, entry.version)
@@ -201,6 +201,7 @@ def performance_job(
     push: bool = True, now: datetime | None = None,
 ) -> JobOutcome:
     """Join late labels to the logged predictions and measure each model version."""
+    from kernel.inference_log import read_inference_log
     from kernel.ingest import read_table
     from monitoring.performance import (
         LabelError,
@@ -210,7 +211,6 @@ def performance_job(
         parse_labels,
     )
     from monitoring.push import PERFORMANCE_JOB, performance_registry
-    from service.inference_log import read_inference_log
 
     now = now or datetime.now(UTC)
     entry = resolve_entry(model, dataset=settings.dataset)

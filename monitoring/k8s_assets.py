@@ -120,14 +120,16 @@ def generate(
     check: Annotated[bool, typer.Option(
         "--check", help="Write nothing; exit 1 and name each generated file that differs from "
         "its source (CI and tests/k8s run this).")] = False,
-    root: Annotated[Path, typer.Option(
-        "--root", help="Repository root holding configs/, grafana/, monitoring/ and k8s/.")
-    ] = Path("."),
+    root: Annotated[Path | None, typer.Option(
+        "--root", help="Repository root holding configs/, grafana/, monitoring/ and k8s/; "
+        "default the project's.")] = None,
 ) -> None:
     """Generate what k8s/ needs from the single sources: the job configs (ConfigMap
     churn-config), the Grafana dashboards (ConfigMaps for the kube-prometheus-stack sidecar) and
     the PrometheusRule from monitoring/prometheus/rules.yml."""
-    root = root.resolve()
+    from kernel.config_files import project_root
+
+    root = (root or project_root()).resolve()
     if not (root / "k8s").is_dir():
         raise FileNotFoundError(f"{root} has no k8s/ folder: run from the repository root or "
                                 "pass --root")

@@ -11,8 +11,6 @@ from typing import Annotated
 
 import typer
 
-DEFAULT_CONFIG = Path("configs/monitoring.yaml")
-
 log_app = typer.Typer(no_args_is_help=True, help="Look after the inference log's files.")
 
 
@@ -28,9 +26,10 @@ def compact(
         "--pushgateway", help="Pushgateway URL; default pushgateway.url from the config.")
     ] = None,
     no_push: Annotated[bool, typer.Option("--no-push", help="Push no metrics.")] = False,
-    config: Annotated[Path, typer.Option(
-        "--config", help="Monitoring config YAML (its log_retention section; defaults apply "
-        "when the default file does not exist).")] = DEFAULT_CONFIG,
+    config: Annotated[Path | None, typer.Option(
+        "--config", help="Monitoring config YAML (its log_retention section); default "
+        "configs/monitoring.yaml of the working directory, else of the project, else built-in "
+        "defaults (the first log line says which).")] = None,
 ) -> None:
     """Compact closed inference-log files to Parquet, then remove files by age and by total
     size, never one holding records of the drift window (log_retention in the config).
@@ -50,8 +49,8 @@ def compact(
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s",
                         datefmt="%H:%M:%S", stream=sys.stderr)
-    settings = MonitoringConfig.from_yaml(
-        None if config == DEFAULT_CONFIG and not config.exists() else config)
+    logging.getLogger("churn.config").setLevel(logging.INFO)
+    settings = MonitoringConfig.locate(config)
     if pushgateway:
         settings.pushgateway.url = pushgateway
     directory = inference_log or settings.inference_log_dir or paths.inference_log_dir()

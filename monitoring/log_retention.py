@@ -37,8 +37,7 @@ from typing import Literal
 
 from prometheus_client import CollectorRegistry, Gauge
 
-from monitoring.config import MonitoringConfig, parse_window
-from service.inference_log import (
+from kernel.inference_log import (
     CLOCK_MARGIN,
     PARQUET_SUFFIX,
     PREFIX,
@@ -47,6 +46,7 @@ from service.inference_log import (
     list_log_files,
     writer_host,
 )
+from monitoring.config import MonitoringConfig, parse_window
 
 log = logging.getLogger("churn.monitoring.log_retention")
 

@@ -8,15 +8,19 @@ Exit codes: 0 pass (or done), 1 fail (analysis failed, run aborted, promotion ro
 from __future__ import annotations
 
 import json
-import logging
-import sys
 import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from rollout import DEFAULT_CONFIG
+from rollout.cli_options import (
+    ClusterOptions,
+    ConfigOption,
+    PrometheusOption,
+    cluster_command,
+    load_config,
+)
 
 RULES_PATH = Path("monitoring/prometheus/rules.yml")
 TEMPLATE_PATH = Path("k8s/overlays/argo-rollouts/analysistemplate.yaml")
@@ -27,62 +31,13 @@ app = typer.Typer(
     "stable in Prometheus (errors, latency and what the two models predict). docs/canary.md.",
 )
 
-ConfigOption = Annotated[Path, typer.Option(
-    "--config", help="Canary config YAML (thresholds, names, steps); the defaults apply when "
-    "the default file does not exist.")]
-KubectlOption = Annotated[str | None, typer.Option(
-    "--kubectl", help="kubectl binary; default kubernetes.kubectl from the config.")]
-ContextOption = Annotated[str | None, typer.Option(
-    "--context", help="kubeconfig context; default kubernetes.context, else the current one.")]
-NamespaceOption = Annotated[str | None, typer.Option(
-    "--namespace", "-n", help="Namespace of both Deployments; default kubernetes.namespace, "
-    "else the context's.")]
-DryRunOption = Annotated[bool, typer.Option(
-    "--dry-run", help="Print every kubectl call that would edit or wait, as an argument list, "
-    "without making it (reads still run: the plan depends on them).")]
-PrometheusOption = Annotated[str | None, typer.Option(
-    "--prometheus", help="Prometheus base URL; default prometheus_url from the config.")]
 WindowOption = Annotated[str | None, typer.Option(
     "--window", help="Compare the last period (90s, 10m, 1h); default analysis.window.")]
-DecisionLogOption = Annotated[Path | None, typer.Option(
-    "--decision-log", help="JSON-lines log of decisions; default $CHURN_HOME/canary/"
-    "decisions.jsonl.")]
-
 REASON_HELP = "Why, for the record (annotation on the canary and the decision log)."
 
 
-def _logging() -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s",
-                        datefmt="%H:%M:%S", stream=sys.stderr)
-    logging.getLogger("churn").setLevel(logging.INFO)
-
-
-def _config(path: Path, kubectl: str | None = None, context: str | None = None,
-            namespace: str | None = None, prometheus: str | None = None):
-    from rollout.config import CanaryConfig
-
-    config = CanaryConfig.locate(path)
-    overrides = {"kubectl": kubectl, "context": context, "namespace": namespace}
-    for key, value in overrides.items():
-        if value:
-            setattr(config.kubernetes, key, value)
-    if prometheus:
-        config.prometheus_url = prometheus
-    return config
-
-
-def _canary(config, dry_run: bool, decision_log: Path | None):
-    from kernel.paths import churn_home
-    from rollout.canary import Canary
-    from rollout.kubectl import Kubectl
-
-    _logging()
-    runner = Kubectl(config.kubernetes, dry_run=dry_run, echo=typer.echo)
-    return Canary(config, runner, decision_log or churn_home() / "canary" / "decisions.jsonl",
-                  echo=typer.echo)
-
-
 @app.command()
+@cluster_command()
 def start(
     model: Annotated[str | None, typer.Option(
         "--model", help="Model store tag name:version the canary serves (stable keeps its "
@@ -92,31 +47,21 @@ def start(
     weight: Annotated[int | None, typer.Option(
         "--weight", min=1, max=99, help="Canary share of ready pods, %; default the first "
         "run step.")] = None,
-    config: ConfigOption = DEFAULT_CONFIG,
-    kubectl: KubectlOption = None,
-    context: ContextOption = None,
-    namespace: NamespaceOption = None,
-    dry_run: DryRunOption = False,
-    decision_log: DecisionLogOption = None,
+    *,
+    cluster: ClusterOptions,
 ) -> None:
     """Start a canary: the canary Deployment serves --model and/or --image (the rest as
     stable), is scaled to the first step's share of pods and waited for."""
-    settings = _config(config, kubectl, context, namespace)
-    label = _canary(settings, dry_run, decision_log).start(model, image, weight)
+    label = cluster.canary().start(model, image, weight)
     typer.echo(f"canary started at {label}; next: churn canary analyze")
 
 
 @app.command()
-def status(
-    config: ConfigOption = DEFAULT_CONFIG,
-    kubectl: KubectlOption = None,
-    context: ContextOption = None,
-    namespace: NamespaceOption = None,
-) -> None:
+@cluster_command(edits=False)
+def status(*, cluster: ClusterOptions) -> None:
     """What stable and canary serve, how many pods are ready, the traffic share and the last
     recorded decision."""
-    settings = _config(config, kubectl, context, namespace)
-    typer.echo(_canary(settings, False, None).status())
+    typer.echo(cluster.canary().status())
 
 
 @app.command()
@@ -124,14 +69,14 @@ def analyze(
     prometheus: PrometheusOption = None,
     window: WindowOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
-    config: ConfigOption = DEFAULT_CONFIG,
+    config: ConfigOption = None,
 ) -> None:
     """Compare canary with stable over the window and print the verdict table. Exit 0 pass,
     1 fail, 3 inconclusive (too little traffic or no data: never a pass)."""
     from rollout.config import duration_seconds
     from rollout.measure import measure, table
 
-    settings = _config(config, prometheus=prometheus)
+    settings = load_config(config, prometheus=prometheus)
     if window:
         duration_seconds(window)  # a bad window is an error before any query
     report = measure(settings.prometheus_url, settings.analysis, window)
@@ -140,22 +85,18 @@ def analyze(
 
 
 @app.command()
+@cluster_command()
 def promote(
     reason: Annotated[str, typer.Option("--reason", help=REASON_HELP)] = "promoted by hand",
-    config: ConfigOption = DEFAULT_CONFIG,
-    kubectl: KubectlOption = None,
-    context: ContextOption = None,
-    namespace: NamespaceOption = None,
-    dry_run: DryRunOption = False,
-    decision_log: DecisionLogOption = None,
+    *,
+    cluster: ClusterOptions,
 ) -> None:
     """Stable takes the canary's model and image (one rollout of stable, waited for), then the
     canary is scaled to zero. If stable does not roll out it is rolled back (exit 1)."""
     from rollout.canary import PromotionFailed
 
-    settings = _config(config, kubectl, context, namespace)
     try:
-        summary = _canary(settings, dry_run, decision_log).promote(reason)
+        summary = cluster.canary().promote(reason)
     except PromotionFailed as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
@@ -165,45 +106,36 @@ def promote(
 
 
 @app.command()
+@cluster_command()
 def abort(
     reason: Annotated[str, typer.Option("--reason", help=REASON_HELP)] = "aborted by hand",
-    config: ConfigOption = DEFAULT_CONFIG,
-    kubectl: KubectlOption = None,
-    context: ContextOption = None,
-    namespace: NamespaceOption = None,
-    dry_run: DryRunOption = False,
-    decision_log: DecisionLogOption = None,
+    *,
+    cluster: ClusterOptions,
 ) -> None:
     """Scale the canary to zero (all traffic back on stable) and record why."""
-    settings = _config(config, kubectl, context, namespace)
-    _canary(settings, dry_run, decision_log).abort(reason)
+    cluster.canary().abort(reason)
     typer.echo("canary aborted: stable serves all traffic")
 
 
 @app.command()
+@cluster_command(prometheus=True)
 def run(
     model: Annotated[str | None, typer.Option(
         "--model", help="Model store tag name:version the canary serves.")] = None,
     image: Annotated[str | None, typer.Option(
         "--image", help="Image the canary runs; default: stable's image.")] = None,
-    prometheus: PrometheusOption = None,
-    config: ConfigOption = DEFAULT_CONFIG,
-    kubectl: KubectlOption = None,
-    context: ContextOption = None,
-    namespace: NamespaceOption = None,
-    dry_run: DryRunOption = False,
-    decision_log: DecisionLogOption = None,
+    *,
+    cluster: ClusterOptions,
 ) -> None:
     """The whole canary: start, then each step of run.steps (default 5 -> 25 -> 50 -> 100%)
     with a pause and an analysis; abort on a failed (or lastingly inconclusive) analysis,
     promote at 100%. Exit 0 promoted, 1 failed, 3 inconclusive."""
     from rollout.measure import Report, measure, table
 
-    settings = _config(config, kubectl, context, namespace, prometheus)
-    canary = _canary(settings, dry_run, decision_log)
+    settings, canary = cluster.config, cluster.canary()
 
     def analyze() -> Report:
-        if dry_run:
+        if cluster.dry_run:
             typer.echo(f"(dry run) churn canary analyze --prometheus {settings.prometheus_url}"
                        " (assumed to pass)")
             return Report(settings.analysis.window, _utc_now(), [])
@@ -223,17 +155,22 @@ def render(
     stdout: Annotated[str | None, typer.Option(
         "--stdout", help="Print one rendering instead of writing: 'argo' (AnalysisTemplate) or "
         "'rules' (the Prometheus rules group).")] = None,
-    rules: Annotated[Path, typer.Option(
-        "--rules", help="rules.yml whose generated group is rewritten.")] = RULES_PATH,
-    template: Annotated[Path, typer.Option(
-        "--template", help="Where the Argo AnalysisTemplate is written.")] = TEMPLATE_PATH,
-    config: ConfigOption = DEFAULT_CONFIG,
+    rules: Annotated[Path | None, typer.Option(
+        "--rules", help=f"rules.yml whose generated group is rewritten; default the project's "
+        f"{RULES_PATH}.")] = None,
+    template: Annotated[Path | None, typer.Option(
+        "--template", help=f"Where the Argo AnalysisTemplate is written; default the "
+        f"project's {TEMPLATE_PATH}.")] = None,
+    config: ConfigOption = None,
 ) -> None:
     """Render the analysis for Argo Rollouts (AnalysisTemplate) and for Prometheus (the
     ChurnCanaryAnalysisFailing rules), from rollout/analysis.py and the config."""
+    from kernel.config_files import project_root
     from rollout.render import analysis_template, dump, replace_generated, rules_group_text
 
-    settings = _config(config)
+    settings = load_config(config)
+    rules = rules or project_root() / RULES_PATH
+    template = template or project_root() / TEMPLATE_PATH
     template_text = ("# Generated by `churn canary render` from rollout/analysis.py and "
                      "configs/canary.yaml:\n# the queries and conditions of `churn canary "
                      "analyze`. Do not edit.\n" + dump(analysis_template(settings)))

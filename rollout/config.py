@@ -9,12 +9,12 @@ AnalysisTemplate and the ``ChurnCanaryAnalysisFailing`` alert.
 from __future__ import annotations
 
 import re
-from pathlib import Path
+from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from kernel.yaml_model import load_yaml_model
-from rollout import DEFAULT_CONFIG
+from kernel.yaml_model import JobConfig
+from rollout import CONFIG_NAME
 
 # A Prometheus range duration, e.g. 90s, 10m, 1h (one unit: what both PromQL and kubectl take).
 _DURATION = re.compile(r"^(\d+)(s|m|h)$")
@@ -140,7 +140,11 @@ class RunSettings(_Section):
         return steps
 
 
-class CanaryConfig(_Section):
+class CanaryConfig(JobConfig, _Section):
+    CONFIG_NAME: ClassVar[str] = CONFIG_NAME
+    CONFIG_KIND: ClassVar[str] = "canary config"
+    CONFIG_ERROR: ClassVar[type[Exception]] = CanaryConfigError
+
     prometheus_url: str = Field("http://127.0.0.1:9090", description="for churn canary analyze")
     analysis: AnalysisSettings = AnalysisSettings()
     kubernetes: KubernetesSettings = KubernetesSettings()
@@ -153,14 +157,3 @@ class CanaryConfig(_Section):
                              f"{self.analysis.window}: the analysis would mix two steps")
         return self
 
-    @classmethod
-    def from_yaml(cls, path: Path | None) -> CanaryConfig:
-        """Read the file; None gives the defaults. Raises CanaryConfigError naming the key."""
-        if path is None:
-            return cls()
-        return load_yaml_model(cls, path, "canary config", CanaryConfigError)
-
-    @classmethod
-    def locate(cls, path: Path) -> CanaryConfig:
-        """``path``, except that the default file may be absent (then the defaults)."""
-        return cls.from_yaml(None if path == DEFAULT_CONFIG and not path.exists() else path)

@@ -5,16 +5,16 @@ Every field has a default that works, so the file (and each section of it) is op
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kernel.yaml_model import load_yaml_model
-from service.inference_log import MAX_FLUSH_SECONDS, MAX_ROTATE_BYTES, MAX_ROTATE_SECONDS
+from kernel.inference_log import MAX_FLUSH_SECONDS, MAX_ROTATE_BYTES, MAX_ROTATE_SECONDS
+from kernel.yaml_model import JobConfig
 
 CONFIG_ENV = "CHURN_SERVICE_CONFIG"
-DEFAULT_CONFIG = Path("configs/service.yaml")
+CONFIG_NAME = "service.yaml"
 
 
 class _Section(BaseModel):
@@ -35,7 +35,7 @@ class BatchingConfig(_Section):
 class InferenceLogConfig(_Section):
     """The durable log of served predictions that drift detection reads. Retention and
     compaction of the files are the monitoring side's (configs/monitoring.yaml, log_retention):
-    the caps below are what lets a compactor know a file is closed (service/inference_log.py)."""
+    the caps below are what lets a compactor know a file is closed (kernel/inference_log.py)."""
 
     enabled: bool = True
     directory: Path | None = Field(
@@ -60,7 +60,11 @@ class InferenceLogConfig(_Section):
         return self.directory if self.directory is not None else inference_log_dir()
 
 
-class ServiceConfig(_Section):
+class ServiceConfig(JobConfig, _Section):
+    CONFIG_NAME: ClassVar[str] = CONFIG_NAME
+    CONFIG_KIND: ClassVar[str] = "service config"
+    CONFIG_ENV: ClassVar[str | None] = CONFIG_ENV
+
     model_tag: str | None = Field(
         None, description="serve this name:version (CHURN_MODEL_TAG, if set, wins); pods name "
         "their model this way")
@@ -86,15 +90,3 @@ class ServiceConfig(_Section):
         description="action per risk level, shown with each prediction",
     )
 
-    @classmethod
-    def from_yaml(cls, path: Path | None) -> ServiceConfig:
-        """Read the config; ``None`` gives the defaults. Raises ValueError naming the problem."""
-        return cls() if path is None else load_yaml_model(cls, path, "service config")
-
-    @classmethod
-    def locate(cls) -> ServiceConfig:
-        """$CHURN_SERVICE_CONFIG if set, else configs/service.yaml if present, else defaults."""
-        explicit = os.environ.get(CONFIG_ENV)
-        if explicit:
-            return cls.from_yaml(Path(explicit))
-        return cls.from_yaml(DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)

@@ -1,10 +1,21 @@
 """The churn prediction service: ``bentoml serve service.service:ChurnService``.
 
-Config and model are resolved when this module is imported, the one place the project does
-I/O at import: BentoML reads workers/batching from the class decorator and packs the model
-declared on the class into the Bento, and this module is all ``bentoml serve`` and
-``bentoml build`` import. ``CHURN_SERVICE_CONFIG`` points at another config file,
-``CHURN_MODEL_TAG`` names the model (``service/served.py``).
+Importing this module does what BentoML needs from it at import, and nothing else:
+
+1. ``ServiceConfig.locate()``: the config, by the project's one rule (``CHURN_SERVICE_CONFIG``,
+   else configs/service.yaml, else defaults): BentoML reads workers, timeout and batching from
+   the decorators;
+2. ``serve_model(config)``: which model, and the request schema built from its contract
+   (``CHURN_MODEL_TAG`` names it, ``service/served.py``): ``bentoml build`` packs the model
+   declared on the class, and the decorators take the request models. Only the store entry's
+   metadata, contract and one reference row are read; the model itself loads in each worker's
+   ``__init__``;
+3. ``install_request_handling(ChurnService)``: BentoML's request-timeout fix and our ASGI
+   middleware (request ids, JSON access log, body limit, load shedding), which BentoML reads
+   from the class when it builds each worker's app.
+
+Everything else (metrics, JSON logging, the inference log, the warm-up) happens in
+``ChurnService.__init__``, in the worker.
 """
 
 from __future__ import annotations
@@ -38,7 +49,8 @@ from service.scoring import RISK_LEVELS, Scorer, Scores
 from service.served import answers, batch_summary, serve_model
 
 logger = logging.getLogger("churn.service")
-config = ServiceConfig.locate()
+config_file = ServiceConfig.find()
+config = ServiceConfig.from_yaml(config_file.path)
 served = serve_model(config)
 VERSION = served.entry.version
 ENDPOINTS = frozenset({"/predict", "/predict_batch"})
@@ -59,6 +71,7 @@ class ChurnService:
 
     def __init__(self) -> None:
         configure_json_logging(VERSION)
+        logger.info(config_file.describe())
         entry = load_entry(str(self.model_ref.tag))
         self.scorer = Scorer(entry, config.recommendations)
         self.metrics = service_metrics()
@@ -138,10 +151,17 @@ class ChurnService:
             self.inference_log.close()
 
 
-use_cancelling_timeout()
-ChurnService.add_asgi_middleware(
-    RequestContextMiddleware, max_body_bytes=config.max_body_bytes,
-    access_log=config.access_log, on_rejected=lambda endpoint, reason: _count_invalid(
-        endpoint, [reason]), model=served.identity, endpoints=ENDPOINTS,
-    on_done=lambda endpoint, status, seconds: service_metrics().request_done(
-        VERSION, endpoint, status, seconds), max_in_flight=config.max_in_flight)
+def install_request_handling(service: type) -> None:
+    """BentoML's request timeout that cancels its timer (``service/middleware.py``), and our
+    middleware on ``service``: request ids, the JSON access log, the body limit, load
+    shedding beyond ``max_in_flight``, and the request metrics."""
+    use_cancelling_timeout()
+    service.add_asgi_middleware(
+        RequestContextMiddleware, max_body_bytes=config.max_body_bytes,
+        access_log=config.access_log, on_rejected=lambda endpoint, reason: _count_invalid(
+            endpoint, [reason]), model=served.identity, endpoints=ENDPOINTS,
+        on_done=lambda endpoint, status, seconds: service_metrics().request_done(
+            VERSION, endpoint, status, seconds), max_in_flight=config.max_in_flight)
+
+
+install_request_handling(ChurnService)

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import typer
 
-DEFAULT_CONTRACT = Path("configs/streaming_churn.contract.yaml")
-DEFAULT_TRAIN_CONFIG = Path("configs/train.yaml")
+DEFAULT_CONTRACT_NAME = "streaming_churn.contract.yaml"
+CONTRACT_HELP = ("Data contract YAML; default configs/streaming_churn.contract.yaml of the working "
+                 "directory, else of the project.")
 
 MLFLOW_URI_HELP = (
     "MLflow tracking URI: a shared server (http://host:5000, see `churn mlflow-server`) or a "
@@ -22,6 +23,13 @@ DATA_HELP = (
     "CSV or Parquet path, or a SQLAlchemy URL with a table or query after '#', "
     "e.g. sqlite:///.churn/data/customers.db#customers"
 )
+
+
+def _contract_path(contract: Path | None) -> Path:
+    """``--contract``, else the default contract by the project's config rule."""
+    from kernel.config_files import find_config
+
+    return find_config(DEFAULT_CONTRACT_NAME, contract, required=True).announce().path
 
 
 def _progress_logging() -> None:
@@ -57,13 +65,13 @@ def generate(
 
 def validate(
     data: str = typer.Option(..., help=DATA_HELP),
-    contract: Path = typer.Option(DEFAULT_CONTRACT, help="Data contract YAML."),
+    contract: Path | None = typer.Option(None, help=CONTRACT_HELP),
 ) -> None:
     """Check a table against its data contract; every broken rule is listed, exit 2 if any."""
     from kernel.contract import ContractViolation, DataContract, validate_training_data
     from kernel.ingest import read_table
 
-    spec = DataContract.from_yaml(contract)
+    spec = DataContract.from_yaml(_contract_path(contract))
     frame = read_table(data)
     try:
         result = validate_training_data(frame, spec)
@@ -81,9 +89,11 @@ def validate(
 
 def train(
     data: str = typer.Option(..., help=DATA_HELP),
-    contract: Path = typer.Option(DEFAULT_CONTRACT, help="Data contract YAML."),
-    config: Path = typer.Option(DEFAULT_TRAIN_CONFIG, help="Training config YAML (defaults "
-                                "apply when the file does not exist)."),
+    contract: Path | None = typer.Option(None, help=CONTRACT_HELP),
+    config: Path | None = typer.Option(
+        None, help="Training config YAML; default configs/train.yaml of the working "
+        "directory, else of the project, else built-in defaults (the first log line says "
+        "which)."),
     summary: Path | None = typer.Option(None, help="Write a JSON summary here (roc_auc, pr_auc, "
                                         "precision, recall, threshold, model_tag, promoted...)."),
     budget: float | None = typer.Option(None, help="Override search_budget_seconds: the "
@@ -102,8 +112,8 @@ def train(
     from training.run import train_and_register
 
     _progress_logging()
-    spec = DataContract.from_yaml(contract)
-    settings = TrainConfig.from_yaml(config if config.exists() else None)
+    settings = TrainConfig.locate(config)
+    spec = DataContract.from_yaml(_contract_path(contract))
     if budget is not None:
         settings = settings.model_copy(update={"search_budget_seconds": budget})
     if mlflow_uri:

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
-from kernel.yaml_model import load_yaml_model
+from kernel.yaml_model import JobConfig
 
 Algorithm = Literal["logistic", "random_forest", "xgboost"]
 Imbalance = Literal["none", "class_weight", "smote"]
 
 
-class TrainConfig(BaseModel):
+class TrainConfig(JobConfig):
+    CONFIG_NAME: ClassVar[str] = "train.yaml"
+    CONFIG_KIND: ClassVar[str] = "training config"
     model_config = ConfigDict(extra="forbid")
 
     test_size: float = Field(0.2, gt=0.05, lt=0.5, description="share of rows held out for test")
@@ -55,6 +56,3 @@ class TrainConfig(BaseModel):
     )
     mlflow_experiment: str = "churn-serve"
 
-    @classmethod
-    def from_yaml(cls, path: Path | None) -> TrainConfig:
-        return cls() if path is None else load_yaml_model(cls, path, "training config")

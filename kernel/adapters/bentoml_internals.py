@@ -7,6 +7,8 @@
   (see ``service.middleware``), so we install a subclass there. Drop the patch when a release
   cancels the timer: ``test_adapters`` then shows no timer left behind without it.
 - ``HTTP_APP_LOGGER``: the logger that writes a traceback for every rejected (400) request.
+- ``bentoml_home``: where this process's BentoML keeps its model store, as BentoML resolved it
+  (from ``BENTOML_HOME`` when bentoml was first imported: later changes are not seen).
 - ``relabel_model``: BentoML has no public call to change a stored model's labels; its
   ``ModelInfo`` is a frozen attrs class whose label and metadata dicts we update in place and
   ``flush()`` to the entry's ``model.yaml``.
@@ -42,3 +44,10 @@ def relabel_model(tag: str, labels: dict[str, str], metadata: dict[str, object])
 
 __all__ = ["HTTP_APP_LOGGER", "BentoTimeoutMiddleware", "IODescriptor", "IOMixin", "IORootModel",
            "install_timeout_middleware", "installed_timeout_middleware", "relabel_model"]
+
+
+def bentoml_home() -> str:
+    """The home folder (model store: ``<home>/models``) BentoML uses in this process."""
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    return str(BentoMLContainer.bentoml_home.get())

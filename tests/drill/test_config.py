@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from drill.config import DEFAULT_CONFIG, DrillConfig
+from drill.config import CONFIG_NAME, DrillConfig
 from drill.runner import GROUPS, SCENARIOS, UnknownScenario, select
 
 REPO = Path(__file__).resolve().parents[2]
@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_the_shipped_config_is_the_defaults() -> None:
     # One source for each number: the file documents the defaults, it does not change them.
-    assert DrillConfig.from_yaml(REPO / DEFAULT_CONFIG) == DrillConfig()
+    assert DrillConfig.from_yaml(REPO / "configs" / CONFIG_NAME) == DrillConfig()
 
 
 def test_project_files_exist() -> None:

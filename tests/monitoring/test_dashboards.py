@@ -161,7 +161,7 @@ def wait_for(stack: RunningStack, exprs: list[str], timeout: float = 45) -> None
 def monitored(trained_entry, contract, service_url: str, stack: RunningStack,
               workdir: Path) -> RunningStack:
     """Traffic through the service, then drift, performance and retrain-check runs."""
-    from service.inference_log import read_inference_log
+    from kernel.inference_log import read_inference_log
     from training.generate import GeneratorConfig, generate_customers
 
     drifted = generate_customers(GeneratorConfig(rows=1500, seed=23, drifted=True))

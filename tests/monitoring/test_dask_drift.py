@@ -69,8 +69,8 @@ def inference_log(trained_entry, tmp_path_factory):
     """Four files of the last day: drifted and undrifted customers, one file scored by an older
     model version (rescored by the job), one compacted to Parquet, one record that breaks the
     contract; and one file from two days ago (outside the window)."""
+    from kernel.inference_log import list_log_files
     from monitoring.log_retention import compact
-    from service.inference_log import list_log_files
 
     directory = tmp_path_factory.mktemp("inference_log")
     now = datetime.now(UTC)

@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from kernel.inference_log import LogFileName, list_log_files, read_inference_log, writer_host
 from monitoring.config import MonitoringConfig, MonitoringConfigError
 from monitoring.log_retention import (
     RetentionPolicy,
@@ -24,15 +25,7 @@ from monitoring.log_retention import (
     maintain_log,
     plan_retention,
 )
-from service.inference_log import (
-    InferenceLogWriter,
-    LogBlock,
-    LogFileName,
-    list_log_files,
-    read_inference_log,
-    utc_timestamp,
-    writer_host,
-)
+from service.inference_log import InferenceLogWriter, LogBlock, utc_timestamp
 from tests.monitoring.conftest import log_predictions, pushed_samples
 from tests.servers import SERVICE, request_bodies, start_server
 

@@ -29,12 +29,21 @@ def test_help_explains_every_command_and_option() -> None:
         assert option in churn("run", "--help").stdout
 
 
+def config_line_then_error(stderr: str) -> str:
+    """A failed command's stderr: the log line naming its config, then one error line."""
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 2, stderr
+    assert " churn.config config canary.yaml: " in lines[0], stderr
+    assert lines[1].startswith("error: "), stderr
+    return lines[1]
+
+
 def test_an_unreachable_prometheus_is_an_error_not_a_verdict() -> None:
     done = churn("analyze", "--prometheus", "http://127.0.0.1:9")
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == [
+    assert config_line_then_error(done.stderr) == (
         "error: PrometheusError: Prometheus at http://127.0.0.1:9 is unreachable: "
-        + done.stderr.split("is unreachable: ", 1)[1].strip()]
+        + done.stderr.split("is unreachable: ", 1)[1].strip())
 
 
 def test_a_bad_window_or_config_is_one_line(tmp_path: Path) -> None:
@@ -43,8 +52,13 @@ def test_a_bad_window_or_config_is_one_line(tmp_path: Path) -> None:
     bad = tmp_path / "canary.yaml"
     bad.write_text("analysis:\n  max_probability_psi: -1\n")
     done = churn("analyze", "--config", str(bad))
-    assert done.returncode == 2 and "analysis.max_probability_psi" in done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1
+    assert done.returncode == 2
+    assert "analysis.max_probability_psi" in config_line_then_error(done.stderr)
+    missing = churn("analyze", "--config", str(tmp_path / "absent.yaml"))
+    assert missing.returncode == 2
+    assert missing.stderr.strip().splitlines() == [
+        f"error: ConfigNotFound: --config names {tmp_path / 'absent.yaml'}, which does not "
+        "exist"]
 
 
 def test_render_check_passes_on_the_repository_and_fails_on_a_stale_copy(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.inference_log import LogFileName, read_inference_log
+from kernel.inference_log import LogFileName, read_inference_log
 from tests.servers import frame_of
 
 pytestmark = pytest.mark.integration

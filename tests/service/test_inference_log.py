@@ -11,16 +11,14 @@ import numpy as np
 import orjson
 import pytest
 
-from service.config import InferenceLogConfig
-from service.inference_log import (
+from kernel.inference_log import (
     UNSEALED_CLOSED_AFTER,
-    InferenceLogWriter,
-    LogBlock,
     LogFileName,
     list_log_files,
     read_inference_log,
-    utc_timestamp,
 )
+from service.config import InferenceLogConfig
+from service.inference_log import InferenceLogWriter, LogBlock, utc_timestamp
 
 
 def _block(n: int, request_id: str = "r1", timestamp: str | None = None) -> LogBlock:

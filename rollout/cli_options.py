@@ -1,0 +1,121 @@
+"""The options every command that acts on the cluster shares (`churn canary start|status|
+promote|abort|run`), declared once: ``cluster_command`` adds them to a command's signature and
+hands the command one ``ClusterOptions`` with the config they resolve to.
+
+Imports nothing heavy at import time: every `churn` command imports this module to register the
+canary commands.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from rollout import CONFIG_NAME
+
+ConfigOption = Annotated[Path | None, typer.Option(
+    "--config", help=f"Canary config YAML (thresholds, names, steps); default "
+    f"configs/{CONFIG_NAME} of the working directory, else of the project, else built-in "
+    "defaults (the first log line says which).")]
+KubectlOption = Annotated[str | None, typer.Option(
+    "--kubectl", help="kubectl binary; default kubernetes.kubectl from the config.")]
+ContextOption = Annotated[str | None, typer.Option(
+    "--context", help="kubeconfig context; default kubernetes.context, else the current one.")]
+NamespaceOption = Annotated[str | None, typer.Option(
+    "--namespace", "-n", help="Namespace of both Deployments; default kubernetes.namespace, "
+    "else the context's.")]
+DryRunOption = Annotated[bool, typer.Option(
+    "--dry-run", help="Print every kubectl call that would edit or wait, as an argument list, "
+    "without making it (reads still run: the plan depends on them).")]
+DecisionLogOption = Annotated[Path | None, typer.Option(
+    "--decision-log", help="JSON-lines log of decisions; default $CHURN_HOME/canary/"
+    "decisions.jsonl.")]
+PrometheusOption = Annotated[str | None, typer.Option(
+    "--prometheus", help="Prometheus base URL; default prometheus_url from the config.")]
+
+_READING = {"config": ConfigOption, "kubectl": KubectlOption, "context": ContextOption,
+            "namespace": NamespaceOption}
+_EDITING = {"dry_run": (DryRunOption, False), "decision_log": (DecisionLogOption, None)}
+
+
+def logging_to_stderr() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s",
+                        datefmt="%H:%M:%S", stream=sys.stderr)
+    logging.getLogger("churn").setLevel(logging.INFO)
+
+
+def load_config(path: Path | None, kubectl: str | None = None, context: str | None = None,
+                namespace: str | None = None, prometheus: str | None = None):
+    """The canary config by the project's rule, with the command line's overrides."""
+    from rollout.config import CanaryConfig
+
+    logging_to_stderr()
+    config = CanaryConfig.locate(path)
+    for key, value in {"kubectl": kubectl, "context": context, "namespace": namespace}.items():
+        if value:
+            setattr(config.kubernetes, key, value)
+    if prometheus:
+        config.prometheus_url = prometheus
+    return config
+
+
+@dataclass(frozen=True)
+class ClusterOptions:
+    """What the shared options resolve to."""
+
+    config: Any  # rollout.config.CanaryConfig (not imported here: see the module docstring)
+    dry_run: bool = False
+    decision_log: Path | None = None
+
+    def canary(self):
+        """The canary commands on this cluster, recording to the decision log."""
+        from kernel.paths import churn_home
+        from rollout.canary import Canary
+        from rollout.kubectl import Kubectl
+
+        runner = Kubectl(self.config.kubernetes, dry_run=self.dry_run, echo=typer.echo)
+        log = self.decision_log or churn_home() / "canary" / "decisions.jsonl"
+        return Canary(self.config, runner, log, echo=typer.echo)
+
+
+def cluster_command(*, edits: bool = True, prometheus: bool = False
+                    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Add --config, --kubectl, --context, --namespace (and, for a command that ``edits``,
+    --dry-run and --decision-log; with ``prometheus``, --prometheus) to the decorated command,
+    which takes a keyword ``cluster: ClusterOptions`` instead of them."""
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        own = [p for p in inspect.signature(command, eval_str=True).parameters.values()
+               if p.name != "cluster"]
+        shared = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=kind,
+                                    default=None) for name, kind in _READING.items()]
+        if edits:
+            shared += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY,
+                                         annotation=kind, default=default)
+                       for name, (kind, default) in _EDITING.items()]
+        if prometheus:
+            shared.append(inspect.Parameter("prometheus", inspect.Parameter.KEYWORD_ONLY,
+                                            annotation=PrometheusOption, default=None))
+
+        @functools.wraps(command)
+        def wrapper(**values: Any) -> Any:
+            config = load_config(values.pop("config"), values.pop("kubectl"),
+                                 values.pop("context"), values.pop("namespace"),
+                                 values.pop("prometheus", None))
+            cluster = ClusterOptions(config, values.pop("dry_run", False),
+                                     values.pop("decision_log", None))
+            return command(**values, cluster=cluster)
+
+        wrapper.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+            [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + shared)
+        return wrapper
+
+    return decorate
