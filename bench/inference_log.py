@@ -14,14 +14,10 @@ Results: bench/results/inference_log-*.json.
 
 from __future__ import annotations
 
-import argparse
 import io
-import json
-import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -29,8 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.harness import run_benchmark
+
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "bench" / "results"
 RATES = (100, 2000)  # requests per second, one record each (sample_rate 1)
 DAY = 86_400
 
@@ -173,32 +170,28 @@ def report(results: dict) -> None:
               f"{day['parquet_gb']} GB as Parquet")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(parser) -> None:
     parser.add_argument("--records", type=int, default=200_000,
                         help="records of the synthetic log (default 200,000)")
     parser.add_argument("--serve", type=float, default=0, metavar="SECONDS",
                         help="measure the log a real `bentoml serve` writes under this many "
                         "seconds of /predict load instead (needs a champion)")
-    args = parser.parse_args()
-    os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
-    with tempfile.TemporaryDirectory(prefix="churn-bench-log-") as scratch:
-        directory = Path(scratch) / "inference_log"
-        results: dict = {"machine": {"cpus": os.cpu_count(), "load_avg": os.getloadavg()}}
-        if args.serve:
-            results["source"] = "bentoml serve"
-            results["load"] = served_log(directory, args.serve)
-        else:
-            results["source"] = "synthetic /predict-shaped records"
-            synthetic_log(directory, args.records)
-        results.update(measure(directory))
-        shutil.rmtree(directory)
+
+
+def run(args, scratch: Path) -> dict:
+    directory = scratch / "inference_log"
+    results: dict = {}
+    if args.serve:
+        results["source"] = "bentoml serve"
+        results["load"] = served_log(directory, args.serve)
+    else:
+        results["source"] = "synthetic /predict-shaped records"
+        synthetic_log(directory, args.records)
+    results.update(measure(directory))
+    shutil.rmtree(directory)
     report(results)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"inference_log-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    path.write_text(json.dumps(results, indent=2))
-    print(f"results: {path}")
+    return results
 
 
 if __name__ == "__main__":
-    main()
+    run_benchmark("inference_log", __doc__, arguments, run)

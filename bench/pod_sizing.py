@@ -15,10 +15,8 @@ server's own CPU time, so it holds on a shared machine where wall-clock throughp
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -26,8 +24,9 @@ from pathlib import Path
 import orjson
 import psutil
 
+from bench.harness import run_benchmark
 from bench.loadgen import encode_post, run_load
-from bench.serving import RESULTS, customer_bodies, service_server
+from bench.serving import customer_bodies, service_server
 
 MIB = 1024 * 1024
 
@@ -130,24 +129,22 @@ def measure(workers: int, bodies: list[dict], clients: int, seconds: float, tmp:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--seconds", type=float, default=20.0)
-    args = parser.parse_args()
+def arguments(parser) -> None:
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2],
+                        help="BentoML workers per pod, one run each (default 1 2)")
+    parser.add_argument("--clients", type=int, default=16, help="keep-alive clients (16)")
+    parser.add_argument("--seconds", type=float, default=20.0, help="measured time per run")
+
+
+def run(args, scratch: Path) -> list[dict]:
     bodies = customer_bodies(10_000)
     results = []
-    with tempfile.TemporaryDirectory(prefix="pod-sizing-") as tmp:
-        for workers in args.workers:
-            row = measure(workers, bodies, args.clients, args.seconds, Path(tmp))
-            print(json.dumps(row), flush=True)
-            results.append(row)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"pod_sizing-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    out.write_text(json.dumps(results, indent=2))
-    print(f"wrote {out}")
+    for workers in args.workers:
+        row = measure(workers, bodies, args.clients, args.seconds, scratch)
+        print(json.dumps(row), flush=True)
+        results.append(row)
+    return results
 
 
 if __name__ == "__main__":
-    main()
+    run_benchmark("pod_sizing", __doc__, arguments, run)

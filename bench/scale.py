@@ -23,14 +23,11 @@ Quick check (a few minutes, mostly start-up): ``python -m bench.scale --sizes 20
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
@@ -38,8 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.harness import run_benchmark
+
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "bench" / "results"
 CHURN = str(Path(sys.executable).with_name("churn"))
 BLOCK_ROWS = 500_000  # generated and written a block at a time: the bench's own memory bound
 ROW_GROUP_ROWS = 100_000
@@ -155,9 +153,7 @@ def write_inference_log(directory: Path, records: int, entry, now: datetime) -> 
         os.utime(path, (last, last))  # compaction keeps the JSON file's time
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def arguments(parser) -> None:
     parser.add_argument("--sizes", default="1000000,2000000,5000000,10000000",
                         help="row counts to run, comma-separated (default 1M,2M,5M,10M)")
     parser.add_argument("--drift-single-sizes", default="1000000,2000000",
@@ -166,16 +162,19 @@ def main() -> None:
     parser.add_argument("--skip", choices=["score", "drift"], action="append", default=[],
                         help="leave out the scoring or the drift part")
     parser.add_argument("--work", type=Path, default=None,
-                        help="folder for the generated data (default: a temp folder)")
-    parser.add_argument("--keep", action="store_true", help="keep the generated data")
-    args = parser.parse_args()
+                        help="folder for the generated data (default: the scratch folder)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the generated data (with --work)")
+
+
+def run(args, scratch: Path) -> dict:
     sizes = [int(s) for s in args.sizes.split(",")]
     single_drift = {int(s) for s in args.drift_single_sizes.split(",") if s}
 
     from kernel.store import resolve_entry
 
     entry = resolve_entry()
-    work = args.work or Path(tempfile.mkdtemp(prefix="churn-scale-"))
+    work = args.work or scratch
     work.mkdir(parents=True, exist_ok=True)
     runs: list[Run] = []
     try:
@@ -199,15 +198,9 @@ def main() -> None:
                 runs.append(timed([*common, "--dask"], size, "dask", "drift"))
                 shutil.rmtree(log_dir)
     finally:
-        if not args.keep:
+        if args.work and not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    result = {"run_at": stamp, "model": entry.tag, "cpus": os.cpu_count(),
-              "load_average": os.getloadavg(), "runs": [asdict(r) for r in runs]}
-    out = RESULTS / f"scale-{stamp}.json"
-    out.write_text(json.dumps(result, indent=2))
-    print(f"\nload average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; results: {out}\n")
+    print(f"\nload average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs\n")
     print("| command | rows | mode | seconds | rows/s | peak RSS (MiB) | peak per worker (MiB) |")
     print("| --- | ---: | --- | ---: | ---: | ---: | ---: |")
     for r in runs:
@@ -215,7 +208,8 @@ def main() -> None:
         print(f"| churn {r.command} | {r.size:,} | {r.mode}{state} | {r.seconds:.1f} | "
               f"{r.rows_per_second:,} | {r.peak_rss_mib:.0f} | "
               f"{r.worker_peak_mib if r.worker_peak_mib is not None else '-'} |")
+    return {"model": entry.tag, "runs": [asdict(r) for r in runs]}
 
 
 if __name__ == "__main__":
-    main()
+    run_benchmark("scale", __doc__, arguments, run)

@@ -12,24 +12,21 @@ then prints ratios, since absolute figures on a shared machine drift from run to
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import orjson
 import yaml
 
+from bench.harness import run_benchmark
 from bench.loadgen import encode_post, run_load
 from kernel.processes import free_port, http_ok, start_process
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-RESULTS = REPO / "bench" / "results"
 LEVELS = (1, 8, 32, 64)
 def service_workers() -> int:
     """Workers the benchmarked service runs (the config default); the baseline gets as many."""
@@ -210,8 +207,7 @@ def ratios(predict: dict) -> dict:
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(parser) -> None:
     parser.add_argument("--seconds", type=float, default=10.0,
                         help="measured time per concurrency level (default 10)")
     parser.add_argument("--score-rows", type=int, default=1_000_000,
@@ -223,29 +219,24 @@ def main() -> None:
                         "workers) at 32 clients")
     parser.add_argument("--skip", nargs="*", default=[], choices=["predict", "batch", "score"],
                         help="parts to leave out: /predict levels, /predict_batch, churn score")
-    args = parser.parse_args()
-    os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
-    results: dict = {"machine": {"cpus": os.cpu_count(), "load_avg_at_start": os.getloadavg()}}
-    with tempfile.TemporaryDirectory(prefix="churn-bench-") as scratch:
-        tmp = Path(scratch)
-        bodies = customer_bodies(500)
-        if "predict" not in args.skip:
-            results["predict"] = bench_predict(tmp, bodies, args.seconds, args.sweep)
-            results["ratios"] = ratios(results["predict"])
-            for clients, r in results["ratios"].items():
-                print(f"  {clients:>3} clients: service {r['service_vs_seed']}x seed-style, "
-                      f"batching on {r['batching_on_vs_off']}x off", flush=True)
-        if "batch" not in args.skip:
-            results["predict_batch"] = bench_batch(tmp, bodies, args.seconds)
-        if "score" not in args.skip:  # two chunk sizes: memory follows the chunk, not the table
-            results["score"] = [bench_score(tmp, args.score_rows, chunk)
-                                for chunk in (args.chunk_rows // 4, args.chunk_rows)]
-    results["machine"]["load_avg_at_end"] = os.getloadavg()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"serving-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    path.write_text(json.dumps(results, indent=2))
-    print(f"results: {path}")
+
+
+def run(args, scratch: Path) -> dict:
+    results: dict = {}
+    bodies = customer_bodies(500)
+    if "predict" not in args.skip:
+        results["predict"] = bench_predict(scratch, bodies, args.seconds, args.sweep)
+        results["ratios"] = ratios(results["predict"])
+        for clients, r in results["ratios"].items():
+            print(f"  {clients:>3} clients: service {r['service_vs_seed']}x seed-style, "
+                  f"batching on {r['batching_on_vs_off']}x off", flush=True)
+    if "batch" not in args.skip:
+        results["predict_batch"] = bench_batch(scratch, bodies, args.seconds)
+    if "score" not in args.skip:  # two chunk sizes: memory follows the chunk, not the table
+        results["score"] = [bench_score(scratch, args.score_rows, chunk)
+                            for chunk in (args.chunk_rows // 4, args.chunk_rows)]
+    return results
 
 
 if __name__ == "__main__":
-    main()
+    run_benchmark("serving", __doc__, arguments, run)

@@ -10,10 +10,7 @@ against the slope of the first third after warm-up). Results: bench/results/soak
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -21,8 +18,9 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from bench.harness import run_benchmark
 from bench.loadgen import encode_post, run_load
-from bench.serving import RESULTS, customer_bodies, service_server
+from bench.serving import customer_bodies, service_server
 
 
 def worker_processes(server_pid: int) -> list:
@@ -63,8 +61,7 @@ def summarise(samples: list[dict], warmup_minutes: float) -> dict:
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(parser) -> None:
     parser.add_argument("--minutes", type=float, default=10.0,
                         help="how long the fixed-rate load runs (default 10)")
     parser.add_argument("--rate", type=float, default=1500.0,
@@ -75,49 +72,44 @@ def main() -> None:
                         help="RSS / open-fd sampling interval (default 10)")
     parser.add_argument("--warmup-minutes", type=float, default=2.0,
                         help="left out of the slope (default 2)")
-    args = parser.parse_args()
-    os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+
+
+def run(args, scratch: Path) -> dict:
     requests = [encode_post("/predict", orjson.dumps(b)) for b in customer_bodies(500)]
-    with tempfile.TemporaryDirectory(prefix="churn-soak-") as scratch:
-        server = service_server("soak", Path(scratch), {})
-        try:
-            workers = worker_processes(server.process.pid)
-            samples: list[dict] = []
-            done = threading.Event()
-            started = time.monotonic()
+    server = service_server("soak", scratch, {})
+    try:
+        workers = worker_processes(server.process.pid)
+        samples: list[dict] = []
+        done = threading.Event()
+        started = time.monotonic()
 
-            def sample() -> None:
-                while not done.is_set():
-                    minute = (time.monotonic() - started) / 60
-                    for proc in workers:
-                        try:
-                            samples.append({"pid": proc.pid, "minute": round(minute, 3),
-                                            "rss_mb": proc.memory_info().rss / 2**20,
-                                            "fds": proc.num_fds()})
-                        except Exception:  # noqa: BLE001 - a worker that died shows as a gap
-                            continue
-                    done.wait(args.sample_seconds)
+        def sample() -> None:
+            while not done.is_set():
+                minute = (time.monotonic() - started) / 60
+                for proc in workers:
+                    try:
+                        samples.append({"pid": proc.pid, "minute": round(minute, 3),
+                                        "rss_mb": proc.memory_info().rss / 2**20,
+                                        "fds": proc.num_fds()})
+                    except Exception:  # noqa: BLE001 - a worker that died shows as a gap
+                        continue
+                done.wait(args.sample_seconds)
 
-            sampler = threading.Thread(target=sample, daemon=True)
-            sampler.start()
-            result = run_load(server.port, requests, args.clients, seconds=args.minutes * 60,
-                              warmup=0.0, rate=args.rate).summary()
-            done.set()
-            sampler.join()
-            log_dir = Path(scratch) / "soak" / "inference_log"
-            log_bytes = sum(p.stat().st_size for p in log_dir.glob("*") if p.is_file())
-        finally:
-            server.stop()
-    report = {"args": vars(args), "load": result, "workers": summarise(samples,
-                                                                       args.warmup_minutes),
-              "inference_log_bytes": log_bytes, "load_avg_at_end": os.getloadavg(),
-              "samples": samples}
-    print(json.dumps({k: v for k, v in report.items() if k != "samples"}, indent=2))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"soak-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    path.write_text(json.dumps(report, indent=2))
-    print(f"results: {path}")
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        result = run_load(server.port, requests, args.clients, seconds=args.minutes * 60,
+                          warmup=0.0, rate=args.rate).summary()
+        done.set()
+        sampler.join()
+        log_dir = scratch / "soak" / "inference_log"
+        log_bytes = sum(p.stat().st_size for p in log_dir.glob("*") if p.is_file())
+    finally:
+        server.stop()
+    report = {"load": result, "workers": summarise(samples, args.warmup_minutes),
+              "inference_log_bytes": log_bytes}
+    print(json.dumps(report, indent=2))
+    return {**report, "samples": samples}
 
 
 if __name__ == "__main__":
-    main()
+    run_benchmark("soak", __doc__, arguments, run)

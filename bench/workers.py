@@ -15,11 +15,8 @@ Results: bench/results/workers-*.json, with the load average (the machine is sha
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import re
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -28,8 +25,9 @@ from pathlib import Path
 import orjson
 import psutil
 
+from bench.harness import run_benchmark
 from bench.loadgen import encode_post, run_load
-from bench.serving import RESULTS, customer_bodies, service_server
+from bench.serving import customer_bodies, service_server
 
 LOG_FILE = re.compile(r"inferences-\d{8}T\d{6}-(\d+)-\d+\.jsonl$")
 
@@ -96,32 +94,28 @@ def measure_shape(tmp: Path, name: str, workers: int, requests: list[bytes], cli
     return row
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(parser) -> None:
     parser.add_argument("--clients", type=int, default=16, help="keep-alive clients (16)")
     parser.add_argument("--seconds", type=float, default=20.0, help="measured time per shape")
     parser.add_argument("--ramp", type=float, default=2.0,
                         help="seconds over which the staggered run opens its connections")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each shape")
-    args = parser.parse_args()
-    os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+
+
+def run(args, scratch: Path) -> list[dict]:
     requests = [encode_post("/predict", orjson.dumps(b)) for b in customer_bodies(500)]
     shapes = [("1 worker", 1, 0.0), ("2 workers, burst", 2, 0.0),
               ("2 workers, staggered", 2, args.ramp)]
     rows = []
     print(f"/predict, {args.clients} keep-alive clients, {args.seconds:.0f} s per run", flush=True)
-    with tempfile.TemporaryDirectory(prefix="churn-bench-workers-") as scratch:
-        for run in range(args.repeat):
-            for name, workers, ramp in shapes:
-                key = f"{name.replace(' ', '').replace(',', '-')}-{run}"
-                row = measure_shape(Path(scratch), key, workers, requests, args.clients,
-                                    args.seconds, ramp)
-                rows.append({**row, "shape": name, "run": run})
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"workers-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    path.write_text(json.dumps({"cpus": os.cpu_count(), "runs": rows}, indent=2))
-    print(f"results: {path}")
+    for repeat in range(args.repeat):
+        for name, workers, ramp in shapes:
+            key = f"{name.replace(' ', '').replace(',', '-')}-{repeat}"
+            row = measure_shape(scratch, key, workers, requests, args.clients, args.seconds,
+                                ramp)
+            rows.append({**row, "shape": name, "run": repeat})
+    return rows
 
 
 if __name__ == "__main__":
-    main()
+    run_benchmark("workers", __doc__, arguments, run)
