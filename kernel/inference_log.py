@@ -10,7 +10,10 @@ second. Names without a host (``...-<pid>-<n>.jsonl``, written before hosts were
 readable. One flat JSON object per line: ``timestamp`` (ISO-8601 UTC), ``request_id``,
 ``model_tag``, ``model_version``, ``customer_id``, each contract feature as received,
 ``churn_probability``, ``will_churn``, ``risk_level``, ``unseen_categories`` (``RECORD_FIELDS``
-around the features).
+around the features). A pod that knows its track (``CHURN_TRACK``: stable or canary, from its
+label) adds ``track``; a service with a shadow model adds ``SHADOW_FIELDS``: the shadow's
+version, probability, decision and risk level for the same customer (null for a batch the shadow
+skipped), the pairs ``churn shadow analyze`` judges.
 
 **Closing** (what lets a compactor know a file is closed for sure): a writer never writes to a
 file ``rotate_seconds`` or more after opening it (checked right before every write), closes it
@@ -53,6 +56,10 @@ logger = logging.getLogger("churn.inference_log")
 IDENTITY_FIELDS = ("timestamp", "request_id", "model_tag", "model_version", "customer_id")
 PREDICTION_FIELDS = ("churn_probability", "will_churn", "risk_level", "unseen_categories")
 RECORD_FIELDS = IDENTITY_FIELDS + PREDICTION_FIELDS
+TRACK_FIELD = "track"
+SHADOW_FIELDS = ("shadow_model_version", "shadow_probability", "shadow_will_churn",
+                 "shadow_risk_level")
+TRACK_ENV = "CHURN_TRACK"
 
 PREFIX = "inferences-"
 JSON_SUFFIX = ".jsonl"

@@ -47,6 +47,8 @@ TRACKS = ("stable", "canary")
 PSI_BIN_EDGES = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8)
 BIN_RECORD = "churn:prediction_probability_bin:count"
 MODEL_INFO = "churn_model_info"
+# The predictions that answered: a shadow model's (service/shadow.py) never reach a client.
+CHAMPION = 'role!="shadow"'
 MODEL_LOADED = "churn_model_loaded_timestamp_seconds"
 PROBABILITY_BUCKET = "churn_prediction_probability_bucket"
 
@@ -142,8 +144,8 @@ class _Series:
         # "other" is any path that is not an endpoint (a scanner's 404s): not traffic.
         return self.increase("churn_requests_total", 'endpoint!="other"', *extra)
 
-    def predictions(self) -> str:
-        return self.increase("churn_predictions_total")
+    def predictions(self, *extra: str) -> str:
+        return self.increase("churn_predictions_total", CHAMPION, *extra)
 
     def status_ratio_pp(self, *codes: str) -> str:
         # No series until the first such status: "or vector(0)" makes that a 0, not no data
@@ -158,12 +160,12 @@ class _Series:
         return f"histogram_quantile({quantile}, {buckets}) > 0"
 
     def risk_share_pp(self, levels: str) -> str:
-        flagged = self.increase("churn_predictions_total", f"risk_level=~{_quote(levels)}")
+        flagged = self.predictions(f"risk_level=~{_quote(levels)}")
         return f"100 * {flagged} / {self.predictions()}"
 
     def mean_probability(self) -> str:
-        return (f"{self.increase('churn_prediction_probability_sum')} / "
-                f"{self.increase('churn_prediction_probability_count')}")
+        return (f"{self.increase('churn_prediction_probability_sum', CHAMPION)} / "
+                f"{self.increase('churn_prediction_probability_count', CHAMPION)}")
 
     def unseen_pp(self) -> str:
         unseen = self.increase("churn_unseen_categories_total")
@@ -172,8 +174,8 @@ class _Series:
     def bin_shares(self, epsilon: float) -> str:
         """Share of predictions per PSI bin (label ``bin``), floored at ``epsilon`` so that
         an empty bin keeps the logarithm finite (as ``monitoring.drift`` does)."""
-        per_bin = "sum by (bin) " + self.served(BIN_RECORD)
-        total = self.increase("churn_prediction_probability_count")
+        per_bin = "sum by (bin) " + self.served(BIN_RECORD, CHAMPION)
+        total = self.increase("churn_prediction_probability_count", CHAMPION)
         return f"clamp_min({per_bin} / on () group_left {total}, {number(epsilon)})"
 
 

@@ -60,6 +60,21 @@ class InferenceLogConfig(_Section):
         return self.directory if self.directory is not None else inference_log_dir()
 
 
+class ShadowConfig(_Section):
+    """A second model scoring every batch beside the champion, never answering
+    (``service/shadow.py``, docs/shadow.md). ``CHURN_SHADOW_MODEL_TAG``, when set (a key of the
+    model ConfigMap in Kubernetes; empty = off), wins over ``model_tag``."""
+
+    model_tag: str | None = Field(None, description="name:version of the shadow; null = off")
+    max_lag_seconds: float = Field(
+        2.0, gt=0, description="a batch that waited longer for the shadow is skipped (counted): "
+        "a shadow slower than the traffic falls behind, never the answers")
+    queue_rows: int = Field(100_000, ge=100, description="rows waiting for the shadow; beyond "
+                            "it batches are skipped (counted)")
+    merge_rows: int = Field(4096, ge=1, description="queued batches merged into one model call "
+                            "up to this many rows")
+
+
 class ServiceConfig(JobConfig, _Section):
     CONFIG_NAME: ClassVar[str] = CONFIG_NAME
     CONFIG_KIND: ClassVar[str] = "service config"
@@ -81,6 +96,7 @@ class ServiceConfig(JobConfig, _Section):
     access_log: bool = Field(True, description="one JSON line per request (with request id)")
     batching: BatchingConfig = BatchingConfig()
     inference_log: InferenceLogConfig = InferenceLogConfig()
+    shadow: ShadowConfig = ShadowConfig()
     recommendations: dict[str, str] = Field(
         default={
             "LOW": "No action: keep the regular experience.",

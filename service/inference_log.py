@@ -31,12 +31,17 @@ from kernel.inference_log import (
     MAX_FLUSH_SECONDS,
     MAX_ROTATE_BYTES,
     MAX_ROTATE_SECONDS,
+    TRACK_ENV,
+    TRACK_FIELD,
     UNSEALED_CLOSED_AFTER,
     WRITE_BITS,
     log_file_name,
     writer_host,
 )
+from kernel.store import ModelEntry
+from service.config import InferenceLogConfig
 from service.json_columns import json_objects, json_texts
+from service.metrics import ServiceMetrics
 
 logger = logging.getLogger("churn.service.inference_log")
 
@@ -44,9 +49,20 @@ _STOP = object()
 MERGE_ROWS = 10_000  # rows gathered before a write, unless the flush comes first
 
 
+@dataclass(frozen=True)
+class ShadowScores:
+    """The shadow model's answer for the rows of one block, written beside the champion's."""
+
+    version: str
+    probability: np.ndarray
+    will_churn: np.ndarray
+    risk_level: np.ndarray
+
+
 @dataclass
 class LogBlock:
-    """Predictions scored together: columns of equal length, plus per-row request ids."""
+    """Predictions scored together: columns of equal length, plus per-row request ids, and the
+    shadow's answers once it has scored them (``service.shadow``)."""
 
     timestamp: str
     request_ids: Sequence[str]
@@ -56,9 +72,26 @@ class LogBlock:
     will_churn: np.ndarray
     risk_level: np.ndarray
     unseen: Sequence[tuple[str, ...]]
+    shadow: ShadowScores | None = None
 
     def __len__(self) -> int:
         return len(self.customer_ids)
+
+
+def start_inference_log(settings: InferenceLogConfig, entry: ModelEntry, metrics: ServiceMetrics,
+                        shadow: bool) -> InferenceLogWriter | None:
+    """The served model's inference-log writer as the config says (None when disabled), with
+    the pod's track (``CHURN_TRACK``) and, with a shadow, its fields on every record."""
+    if not settings.enabled:
+        return None
+    return InferenceLogWriter(
+        settings.resolved_directory(), model_tag=entry.tag, model_version=entry.version,
+        boolean_features=entry.contract.boolean, sample_rate=settings.sample_rate,
+        rotate_bytes=settings.rotate_bytes, rotate_seconds=settings.rotate_seconds,
+        flush_seconds=settings.flush_seconds, queue_rows=settings.queue_rows,
+        on_written=metrics.log_records.labels(model_version=entry.version).inc,
+        on_dropped=metrics.log_dropped.labels(model_version=entry.version).inc,
+        track=os.environ.get(TRACK_ENV) or None, shadow=shadow)
 
 
 def utc_timestamp() -> str:
@@ -89,6 +122,8 @@ class InferenceLogWriter:
         on_dropped: Callable[[int], None] | None = None,
         seed: int | None = None,
         host: str | None = None,
+        track: str | None = None,
+        shadow: bool = False,
     ) -> None:
         if not 0 < rotate_seconds <= MAX_ROTATE_SECONDS:
             raise ValueError(f"rotate_seconds must be in (0, {MAX_ROTATE_SECONDS}]: "
@@ -107,6 +142,8 @@ class InferenceLogWriter:
         self.flush_seconds = flush_seconds
         self.queue_rows = queue_rows
         self.host = host or writer_host()
+        self.track = track  # written with every record when set
+        self.shadow = shadow  # write SHADOW_FIELDS (null where the shadow skipped a batch)
         self.on_written = on_written or (lambda n: None)
         self.on_dropped = on_dropped or (lambda n: None)
         self._rng = np.random.default_rng(seed)
@@ -264,6 +301,24 @@ class InferenceLogWriter:
         fields["will_churn"] = json_texts(column([b.will_churn for b in blocks]))
         fields["risk_level"] = json_texts(column([b.risk_level for b in blocks]))
         fields["unseen_categories"] = json_texts(column([b.unseen for b in blocks]))
+        if self.track:
+            fields[TRACK_FIELD] = orjson.dumps(self.track).decode()
+        if self.shadow:
+            def shadow(part: Callable[[ShadowScores], np.ndarray], missing: object
+                       ) -> list[np.ndarray]:
+                return [part(b.shadow) if b.shadow is not None
+                        else np.full(len(b), missing, dtype=object) for b in blocks]
+
+            fields["shadow_model_version"] = json_texts(column(
+                [np.full(len(b), b.shadow.version if b.shadow else None, dtype=object)
+                 for b in blocks]))
+            fields["shadow_probability"] = json_texts(column(
+                [b.shadow.probability if b.shadow is not None else np.full(len(b), np.nan)
+                 for b in blocks]))
+            fields["shadow_will_churn"] = json_texts(column(
+                shadow(lambda s: s.will_churn.astype(object), None)))
+            fields["shadow_risk_level"] = json_texts(column(
+                shadow(lambda s: s.risk_level.astype(object), None)))
         return json_objects(fields, "\n")
 
     def _open_file(self) -> None:

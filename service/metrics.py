@@ -1,7 +1,9 @@
 """Custom Prometheus metrics of the service, beside BentoML's own ``bentoml_service_*``.
 
 Every series carries ``model_version``, so stable and canary (two versions behind one Service)
-can be told apart in every query, whatever the scrape adds. ``churn_requests_total`` and
+can be told apart in every query, whatever the scrape adds. The predictions carry ``role``:
+``champion`` for the model that answers, ``shadow`` for a shadow model's predictions of the same
+customers (``service.shadow``), which never reach a client. ``churn_requests_total`` and
 ``churn_request_duration_seconds`` repeat what BentoML counts, per model version and with the
 requests our middleware refuses (413) before BentoML sees them.
 
@@ -41,13 +43,15 @@ class ServiceMetrics:
     model_roc_auc: object
     log_records: object
     log_dropped: object
+    shadow_info: object
+    shadow_skipped: object
 
     def start_at_zero(self, version: str, risk_levels: list[str], endpoints: list[str]) -> None:
         """Create the served version's series at 0: Prometheus' rate() and increase() cannot
         see the increment that creates a series, so the first predictions would be lost."""
         for level in risk_levels:
-            self.predictions.labels(risk_level=level, model_version=version)
-        self.probability.labels(model_version=version)
+            self.predictions.labels(risk_level=level, model_version=version, role="champion")
+        self.probability.labels(model_version=version, role="champion")
         # The statuses the service answers itself too: a canary's first rejected, shed or
         # failed requests must count in the canary analysis (rollout/analysis.py).
         for endpoint in endpoints:
@@ -56,13 +60,24 @@ class ServiceMetrics:
         self.log_records.labels(model_version=version)
         self.log_dropped.labels(model_version=version)
 
+    def shadow_started(self, version: str, tag: str, risk_levels: list[str],
+                       skip_reasons: tuple[str, ...]) -> None:
+        """The shadow's series at zero (as ``start_at_zero`` for the champion's)."""
+        self.shadow_info.labels(model_version=version, model_tag=tag).set(1)
+        for level in risk_levels:
+            self.predictions.labels(risk_level=level, model_version=version, role="shadow")
+        self.probability.labels(model_version=version, role="shadow")
+        for reason in skip_reasons:
+            self.shadow_skipped.labels(reason=reason, model_version=version)
+
     def observe(self, version: str, probability: np.ndarray, risk_level: np.ndarray,
-                unseen: list[tuple[str, ...]]) -> None:
+                unseen: list[tuple[str, ...]], role: str = "champion") -> None:
         """Count one scored batch (vectorised: one call per level, not per row)."""
         levels, counts = np.unique(risk_level.astype(str), return_counts=True)
         for level, count in zip(levels, counts, strict=True):
-            self.predictions.labels(risk_level=level, model_version=version).inc(int(count))
-        observe_many(self.probability.labels(model_version=version), probability)
+            self.predictions.labels(risk_level=level, model_version=version,
+                                    role=role).inc(int(count))
+        observe_many(self.probability.labels(model_version=version, role=role), probability)
         for flagged in unseen:
             for feature in flagged:
                 self.unseen_categories.labels(feature=feature, model_version=version).inc()
@@ -87,10 +102,11 @@ def service_metrics() -> ServiceMetrics:
         from prometheus_client import Counter, Gauge, Histogram
 
         _METRICS = ServiceMetrics(
-            predictions=Counter("churn_predictions", "Predictions served",
-                                ["risk_level", "model_version"]),
+            predictions=Counter("churn_predictions",
+                                "Predictions made (role: champion answered, shadow did not)",
+                                ["risk_level", "model_version", "role"]),
             probability=Histogram("churn_prediction_probability",
-                                  "Predicted churn probability", ["model_version"],
+                                  "Predicted churn probability", ["model_version", "role"],
                                   buckets=PROBABILITY_BUCKETS),
             requests=Counter("churn_requests", "HTTP requests answered, by endpoint and status",
                              ["endpoint", "code", "model_version"]),
@@ -119,5 +135,11 @@ def service_metrics() -> ServiceMetrics:
             log_dropped=Counter("churn_inference_log_dropped",
                                 "Predictions dropped because the inference log queue was full",
                                 ["model_version"]),
+            shadow_info=Gauge("churn_shadow_model_info", "The shadow model scoring beside the "
+                              "champion (value 1)", ["model_version", "model_tag"],
+                              multiprocess_mode="max"),
+            shadow_skipped=Counter("churn_shadow_skipped", "Predictions the shadow did not score "
+                                   "(error, lag, queue_full, incompatible)",
+                                   ["reason", "model_version"]),
         )
     return _METRICS

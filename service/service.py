@@ -37,7 +37,7 @@ from service.http_io import (
     single_customer_spec,
     single_prediction_spec,
 )
-from service.inference_log import InferenceLogWriter, LogBlock, utc_timestamp
+from service.inference_log import LogBlock, start_inference_log, utc_timestamp
 from service.metrics import service_metrics
 from service.middleware import (
     RequestContextMiddleware,
@@ -47,6 +47,7 @@ from service.middleware import (
 from service.schema import BatchPrediction, Prediction
 from service.scoring import RISK_LEVELS, Scorer, Scores
 from service.served import answers, batch_summary, serve_model
+from service.shadow import shadow_tag, start_shadow
 
 logger = logging.getLogger("churn.service")
 config_file = ServiceConfig.find()
@@ -82,16 +83,10 @@ class ChurnService:
         self.metrics.model_loaded.labels(model_version=entry.version).set(time.time())
         self.metrics.start_at_zero(entry.version, RISK_LEVELS.tolist(),
                                    [e.strip("/") for e in ENDPOINTS])
-        self.inference_log = None
-        if config.inference_log.enabled:
-            settings = config.inference_log
-            self.inference_log = InferenceLogWriter(
-                settings.resolved_directory(), model_tag=entry.tag, model_version=entry.version,
-                boolean_features=entry.contract.boolean, sample_rate=settings.sample_rate,
-                rotate_bytes=settings.rotate_bytes, rotate_seconds=settings.rotate_seconds,
-                flush_seconds=settings.flush_seconds, queue_rows=settings.queue_rows,
-                on_written=self.metrics.log_records.labels(model_version=entry.version).inc,
-                on_dropped=self.metrics.log_dropped.labels(model_version=entry.version).inc)
+        self.inference_log = start_inference_log(
+            config.inference_log, entry, self.metrics,
+            shadow=shadow_tag(config.shadow.model_tag) is not None)
+        self.shadow = start_shadow(config.shadow, entry, self._log, self.metrics)
         sample = entry.reference[list(entry.contract.features)].head(256)
         difference = self.scorer.verify(sample)  # warm-up, and proof the fast path is exact
         self._ready = len(sample) == 0 or bool(np.isfinite(self.scorer.probabilities(sample)).all())
@@ -137,16 +132,27 @@ class ChurnService:
         """Score, count and log (off the request path) one batch of validated customers."""
         scores = self.scorer.score(columns.features)
         self.metrics.observe(VERSION, scores.probability, scores.risk_level, scores.unseen)
-        if self.inference_log is not None:
-            self.inference_log.log(LogBlock(
+        if self.inference_log is not None or self.shadow is not None:
+            block = LogBlock(
                 timestamp=utc_timestamp(), request_ids=request_ids, customer_ids=columns.ids,
                 features=columns.features, probability=scores.probability,
-                will_churn=scores.will_churn, risk_level=scores.risk_level, unseen=scores.unseen))
+                will_churn=scores.will_churn, risk_level=scores.risk_level, unseen=scores.unseen)
+            if self.shadow is not None:  # scores it after the answer, then logs it
+                self.shadow.submit(block)
+            else:
+                self._log(block)
         return scores
+
+    def _log(self, block: LogBlock) -> None:
+        if self.inference_log is not None:
+            self.inference_log.log(block)
 
     @bentoml.on_shutdown
     def close_inference_log(self) -> None:
-        """Drain the inference log before the worker exits (graceful stop, SIGTERM)."""
+        """Drain the shadow's queue, then the inference log, before the worker exits (graceful
+        stop, SIGTERM)."""
+        if self.shadow is not None:
+            self.shadow.close()
         if self.inference_log is not None:
             self.inference_log.close()
 
