@@ -16,6 +16,7 @@ import typer
 from drill import cli as drill_cli
 from monitoring import cli as monitoring_cli
 from rollout import cli as rollout_cli
+from rollout import shadow_cli
 from service import cli as service_cli
 from training import cli as training_cli
 
@@ -46,6 +47,7 @@ training_cli.register(app)
 service_cli.register(app)
 monitoring_cli.register(app)
 rollout_cli.register(app)
+shadow_cli.register(app)
 drill_cli.register(app)
 
 

@@ -6,7 +6,6 @@ decision log (what the person or CI job that ran it keeps).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -86,11 +85,8 @@ class Canary:
                  "dry_run": self.kubectl.dry_run, "context": self.settings.context,
                  "namespace": self.settings.namespace, "canary": self.settings.canary, **facts}
         log.info("canary %s: %s", decision, reason)
-        if self.kubectl.dry_run:
-            return
-        self.decision_log.parent.mkdir(parents=True, exist_ok=True)
-        with self.decision_log.open("a") as handle:
-            handle.write(json.dumps(entry, default=str) + "\n")
+        if not self.kubectl.dry_run:
+            k.append_decision(self.decision_log, entry)
 
     def start(self, model: str | None, image: str | None, weight: int | None = None) -> str:
         """Point the canary at the model/image and scale it to the first step; returns the

@@ -22,7 +22,8 @@ import typer
 from rollout import CONFIG_NAME
 
 ConfigOption = Annotated[Path | None, typer.Option(
-    "--config", help=f"Canary config YAML (thresholds, names, steps); default "
+    "--config", help=f"Rollout config YAML (Deployment names, kubectl, thresholds, steps); "
+    f"default "
     f"configs/{CONFIG_NAME} of the working directory, else of the project, else built-in "
     "defaults (the first log line says which).")]
 KubectlOption = Annotated[str | None, typer.Option(
@@ -37,7 +38,7 @@ DryRunOption = Annotated[bool, typer.Option(
     "without making it (reads still run: the plan depends on them).")]
 DecisionLogOption = Annotated[Path | None, typer.Option(
     "--decision-log", help="JSON-lines log of decisions; default $CHURN_HOME/canary/"
-    "decisions.jsonl.")]
+    "decisions.jsonl (shadow: $CHURN_HOME/shadow/decisions.jsonl).")]
 PrometheusOption = Annotated[str | None, typer.Option(
     "--prometheus", help="Prometheus base URL; default prometheus_url from the config.")]
 
@@ -74,6 +75,16 @@ class ClusterOptions:
     config: Any  # rollout.config.CanaryConfig (not imported here: see the module docstring)
     dry_run: bool = False
     decision_log: Path | None = None
+
+    def shadow(self):
+        """The shadow commands on this cluster, recording to the decision log."""
+        from kernel.paths import churn_home
+        from rollout.kubectl import Kubectl
+        from rollout.shadow import Shadow
+
+        runner = Kubectl(self.config.kubernetes, dry_run=self.dry_run, echo=typer.echo)
+        log = self.decision_log or churn_home() / "shadow" / "decisions.jsonl"
+        return Shadow(self.config.kubernetes, runner, log, echo=typer.echo)
 
     def canary(self):
         """The canary commands on this cluster, recording to the decision log."""

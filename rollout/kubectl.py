@@ -16,6 +16,7 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 from rollout.config import KubernetesSettings, duration_seconds
 
@@ -111,7 +112,7 @@ def rollout_undo(name: str, revision: str | None = None) -> Call:
                 f"{name} back to its previous pod template", "deployment", name)
 
 
-# Where a canary's state is recorded: annotations on its Deployment.
+# Where a canary's (and a shadow's) state is recorded: annotations on a Deployment.
 PREFIX = "churn-serve/"
 DECISION = PREFIX + "canary-decision"
 REASON = PREFIX + "canary-reason"
@@ -120,12 +121,28 @@ UPDATED = PREFIX + "canary-updated"
 
 
 def decision_annotations(decision: str, reason: str, step: str | None = None,
-                         at: str | None = None) -> dict[str, str]:
-    notes = {DECISION: decision, REASON: reason,
-             UPDATED: at or datetime.now(UTC).isoformat(timespec="seconds")}
+                         at: str | None = None, subject: str = "canary") -> dict[str, str]:
+    """``churn-serve/<subject>-decision``, ``-reason``, ``-updated`` (and ``-step``)."""
+    key = f"{PREFIX}{subject}-"
+    notes = {key + "decision": decision, key + "reason": reason,
+             key + "updated": at or datetime.now(UTC).isoformat(timespec="seconds")}
     if step is not None:
-        notes[STEP] = step
+        notes[key + "step"] = step
     return notes
+
+
+def restart(name: str, at: str) -> Call:
+    """What ``kubectl rollout restart`` does, as a patch with an offline twin: the pods read a
+    ConfigMap value again."""
+    return patch_deployment(name, {"spec": {"template": {"metadata": {"annotations": {
+        RESTARTED_AT: at}}}}}, f"restart {name}'s pods (they read the ConfigMap again)")
+
+
+def append_decision(log: Path, entry: dict) -> None:
+    """One JSON line in a local decision log (what the person or job that acted keeps)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a") as handle:
+        handle.write(json.dumps(entry, default=str) + "\n")
 
 
 @dataclass

@@ -18,6 +18,9 @@ def _deployment(name: str, track: str, replicas: int, ready: int) -> dict:
                     "name": "churn-serve", "image": "registry.example/churn-serve:1.0",
                     "env": [{"name": "CHURN_MODEL_TAG", "valueFrom": {"configMapKeyRef": {
                         "name": "churn-model", "key": "CHURN_MODEL_TAG"}}},
+                        {"name": "CHURN_SHADOW_MODEL_TAG", "valueFrom": {"configMapKeyRef": {
+                            "name": "churn-model", "key": "CHURN_SHADOW_MODEL_TAG",
+                            "optional": True}}},
                         {"name": "CHURN_HOME", "value": "/var/lib/churn"}]}]},
             },
         },
@@ -32,5 +35,5 @@ def initial_objects() -> list[dict]:
         _deployment("churn-serve", "stable", 3, 3),
         _deployment("churn-serve-canary", "canary", 0, 0),
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "churn-model"},
-         "data": {"CHURN_MODEL_TAG": STABLE_TAG}},
+         "data": {"CHURN_MODEL_TAG": STABLE_TAG, "CHURN_SHADOW_MODEL_TAG": ""}},
     ]

@@ -34,10 +34,11 @@ def blocks_of(entry, sizes: list[int]) -> list[tuple[LogBlock, np.ndarray]]:
     return out
 
 
-def run_shadow(entry, blocks, settings=ShadowConfig(), champion=None, before_close=None):
+def run_shadow(entry, blocks, settings=None, champion=None, before_close=None):
     forwarded: list[LogBlock] = []
     skipped: dict[str, int] = {}
-    shadow = ShadowScorer(entry, (champion or entry).contract, forwarded.append, settings,
+    shadow = ShadowScorer(entry, (champion or entry).contract, forwarded.append,
+                          settings or ShadowConfig(),
                           on_skipped=lambda reason, rows: skipped.__setitem__(
                               reason, skipped.get(reason, 0) + rows))
     for block, _ in blocks:
