@@ -1,0 +1,77 @@
+"""What a first `kubectl apply -k` on a real cluster would trip on and schema validation cannot
+see, checked on the rendered objects of every overlay and every documented overlay + component
+combination (`renderings`). What the cluster itself must provide is `churn k8s check`'s
+(rollout/preflight.py, tests/rollout/test_preflight.py)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from monitoring.k8s_render import render_all
+from tests.k8s.conftest import KUBECTL, REPO, Manifests
+
+pytestmark = pytest.mark.integration  # renders with the kubectl binary
+
+BASE = REPO / "k8s" / "base" / "kustomization.yaml"
+
+
+def containers(template: dict) -> list[dict]:
+    spec = template["spec"]
+    return spec.get("initContainers", []) + spec["containers"]
+
+
+def render_copy(root: Path, only: set[str]) -> dict[str, Manifests]:
+    texts = render_all(root, KUBECTL, only=only)
+    return {name: Manifests(name, [o for o in yaml.safe_load_all(text) if o])
+            for name, text in texts.items()}
+
+
+@pytest.fixture
+def k8s_copy(tmp_path: Path) -> Path:
+    """A copy of the repository's k8s/ to edit a setting in, as a user would."""
+    shutil.copytree(REPO / "k8s", tmp_path / "k8s", ignore=shutil.ignore_patterns("rendered"))
+    return tmp_path
+
+
+# Defect: the Dask component's pods ran `churn-jobs` untagged (the base's `images:` entries do
+# not reach a component's objects): `latest` from the default registry, maybe another version
+# than the drift job that submits to them.
+
+def test_our_images_are_the_base_entries_in_every_object_of_every_rendering(renderings):
+    entries = {i["name"]: f"{i['newName']}:{i['newTag']}"
+               for i in yaml.safe_load(BASE.read_text())["images"]}
+    seen = set()
+    for name, manifests in renderings.items():
+        for owner, template in manifests.pod_templates():
+            for container in containers(template):
+                image = container["image"]
+                repository = image.rpartition(":")[0] if ":" in image.rpartition("/")[2] \
+                    else image
+                at = f"{name}: {owner['kind']} {owner['metadata']['name']} {container['name']}"
+                if repository.rpartition("/")[2] in entries:
+                    assert image == entries[repository.rpartition("/")[2]], f"{at}: {image}"
+                    seen.add(image)
+    assert seen == set(entries.values())
+
+
+def test_one_images_entry_sets_registry_and_tag_for_components_too(k8s_copy):
+    base = k8s_copy / "k8s" / "base" / "kustomization.yaml"
+    kustomization = yaml.safe_load(base.read_text())
+    for entry in kustomization["images"]:
+        entry.update(newName=f"registry.example/team/{entry['name']}", newTag="2.4.6")
+    base.write_text(yaml.safe_dump(kustomization))
+    for name, manifests in render_copy(k8s_copy, {"prod+dask", "dev+dask",
+                                                  "argo-rollouts"}).items():
+        images = {c["image"] for _, t in manifests.pod_templates() for c in containers(t)}
+        ours = {i for i in images if "churn-" in i}
+        assert ours == {"registry.example/team/churn-serve:2.4.6",
+                        "registry.example/team/churn-jobs:2.4.6"}, (name, images)
+        dask = manifests.get("DaskCluster", "churn-dask") if "dask" in name else None
+        if dask:
+            assert {c["image"] for part in ("scheduler", "worker")
+                    for c in dask["spec"][part]["spec"]["containers"]} == {
+                "registry.example/team/churn-jobs:2.4.6"}, name
