@@ -75,3 +75,58 @@ def test_one_images_entry_sets_registry_and_tag_for_components_too(k8s_copy):
             assert {c["image"] for part in ("scheduler", "worker")
                     for c in dask["spec"][part]["spec"]["containers"]} == {
                 "registry.example/team/churn-jobs:2.4.6"}, name
+
+
+# Defect: prod's ReadWriteMany claims named no storage class. On the default class (usually
+# disk-backed, ReadWriteOnce only) they never bind, which blocks every service pod and most jobs.
+
+STORAGE_SETTING = REPO / "k8s" / "overlays" / "prod" / "storage-class.yaml"
+
+
+def built_on(rendering: str) -> str:
+    """The overlay a rendering starts from: the canary overlays build on prod."""
+    return "dev" if rendering.startswith("dev") else "prod"
+
+
+def storage_class_setting(path: Path = STORAGE_SETTING) -> str:
+    setting = yaml.safe_load(path.read_text())
+    assert setting["metadata"]["annotations"]["config.kubernetes.io/local-config"] == "true"
+    return setting["data"]["storageClassName"]
+
+
+def claims(manifests: Manifests) -> dict[str, dict]:
+    return {c["metadata"]["name"]: c["spec"] for c in manifests.of_kind("PersistentVolumeClaim")}
+
+
+def test_shared_claims_in_production_name_the_one_storage_class_setting(renderings):
+    value = storage_class_setting()
+    assert value
+    for name, manifests in renderings.items():
+        specs = claims(manifests)
+        shared = {n for n, s in specs.items() if "ReadWriteMany" in s["accessModes"]}
+        if built_on(name) == "dev":
+            assert not shared, f"{name}: one node, every claim ReadWriteOnce: {shared}"
+            continue
+        expected = {"churn-inference-log", "churn-model-store", "churn-reports"}
+        if "dask" in name:
+            expected.add("churn-batch")
+        assert shared == expected, name
+        for claim, spec in specs.items():
+            wanted = value if claim in shared else None  # RWO claims: the default class
+            assert spec.get("storageClassName") == wanted, f"{name}: {claim}"
+        # The setting itself is never applied.
+        assert not [c for c in manifests.of_kind("ConfigMap")
+                    if c["metadata"]["name"].startswith("churn-storage-class")], name
+
+
+def test_the_storage_class_setting_reaches_the_shared_claims_of_every_production_rendering(
+    k8s_copy
+):
+    setting = k8s_copy / "k8s" / "overlays" / "prod" / "storage-class.yaml"
+    setting.write_text(setting.read_text().replace(
+        f"storageClassName: {storage_class_setting()}", "storageClassName: cephfs-shared"))
+    assert storage_class_setting(setting) == "cephfs-shared"
+    for name, manifests in render_copy(k8s_copy, {"prod+dask", "canary"}).items():
+        classes = {n: s.get("storageClassName") for n, s in claims(manifests).items()
+                   if "ReadWriteMany" in s["accessModes"]}
+        assert len(classes) >= 3 and set(classes.values()) == {"cephfs-shared"}, (name, classes)
