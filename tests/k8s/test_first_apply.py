@@ -130,3 +130,72 @@ def test_the_storage_class_setting_reaches_the_shared_claims_of_every_production
         classes = {n: s.get("storageClassName") for n, s in claims(manifests).items()
                    if "ReadWriteMany" in s["accessModes"]}
         assert len(classes) >= 3 and set(classes.values()) == {"cephfs-shared"}, (name, classes)
+
+
+# Defect: the Dask NetworkPolicy admitted only Dask pods and the two client jobs, so the Dask
+# operator (in its own namespace) could not ask the scheduler for a worker count and the
+# DaskAutoscaler never scaled.
+
+OPERATOR_NAMESPACE = {"kubernetes.io/metadata.name": "dask-operator"}
+OPERATOR_POD = {"app.kubernetes.io/name": "dask-kubernetes-operator"}
+
+
+def selects(selector: dict | None, labels: dict) -> bool:
+    """A label selector (matchLabels / matchExpressions In, Exists) against labels."""
+    if selector is None:
+        return False
+    if not all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        value = labels.get(expression["key"])
+        if expression["operator"] == "In" and value not in expression["values"]:
+            return False
+        if expression["operator"] == "Exists" and value is None:
+            return False
+    return True
+
+
+def ingress_admits(policies: list[dict], pod: dict, *, namespace: dict, source: dict,
+                   port: int, same_namespace: bool) -> bool:
+    """Whether the NetworkPolicies (of the pod's namespace) let a connection from a pod labelled
+    ``source`` in a namespace labelled ``namespace`` reach ``pod`` (labels) on ``port``."""
+    applying = [p for p in policies if selects(p["spec"]["podSelector"], pod)
+                and "Ingress" in p["spec"]["policyTypes"]]
+    if not applying:
+        return True
+    for policy in applying:
+        for rule in policy["spec"].get("ingress", []):
+            ports = {p.get("port") for p in rule.get("ports", [])}
+            if ports and port not in ports:
+                continue
+            for peer in rule.get("from", [{}]):
+                if "ipBlock" in peer:
+                    continue
+                in_namespace = (selects(peer["namespaceSelector"], namespace)
+                                if "namespaceSelector" in peer else same_namespace)
+                in_pods = selects(peer.get("podSelector", {}), source)
+                if in_namespace and in_pods:
+                    return True
+    return False
+
+
+def test_the_dask_operator_reaches_the_scheduler_for_the_autoscaler(renderings):
+    dask_renderings = [n for n in renderings if "dask" in n]
+    assert dask_renderings
+    for name in dask_renderings:
+        manifests = renderings[name]
+        policies = manifests.of_kind("NetworkPolicy")
+        cluster = manifests.get("DaskCluster", "churn-dask")
+        scheduler = {**cluster["spec"]["scheduler"]["metadata"]["labels"],
+                     "dask.org/cluster-name": "churn-dask", "dask.org/component": "scheduler"}
+        ports = {p["name"]: p["port"] for p in cluster["spec"]["scheduler"]["service"]["ports"]}
+        for port in (ports["http-dashboard"], ports["tcp-comm"]):
+            assert ingress_admits(policies, scheduler, namespace=OPERATOR_NAMESPACE,
+                                  source=OPERATOR_POD, port=port, same_namespace=False), (
+                f"{name}: the operator cannot reach the scheduler on {port}")
+        # ... and nothing else from outside the namespace gets in.
+        assert not ingress_admits(policies, scheduler, namespace={
+            "kubernetes.io/metadata.name": "other"}, source=OPERATOR_POD, port=8787,
+            same_namespace=False), name
+        assert not ingress_admits(policies, scheduler, namespace=OPERATOR_NAMESPACE,
+                                  source={"app": "other"}, port=8787, same_namespace=False), name
