@@ -199,3 +199,42 @@ def test_the_dask_operator_reaches_the_scheduler_for_the_autoscaler(renderings):
             same_namespace=False), name
         assert not ingress_admits(policies, scheduler, namespace=OPERATOR_NAMESPACE,
                                   source={"app": "other"}, port=8787, same_namespace=False), name
+
+
+# Defect: no CronJob set timeZone, so every schedule ran on the controller manager's clock.
+
+def test_every_cronjob_names_one_valid_time_zone(renderings):
+    from zoneinfo import ZoneInfo
+
+    zones = set()
+    for name, manifests in renderings.items():
+        for cronjob in manifests.of_kind("CronJob"):
+            zone = cronjob["spec"].get("timeZone")
+            assert zone, f"{name}: CronJob {cronjob['metadata']['name']} has no timeZone"
+            ZoneInfo(zone)  # raises for a name the tz database does not know
+            zones.add(zone)
+    assert len(zones) == 1, zones  # one setting (k8s/base/jobs-pod.yaml) for all of them
+    assert any("churn-score" in [c["metadata"]["name"] for c in m.of_kind("CronJob")]
+               for m in renderings.values())
+
+
+# Defect: the monitoring component's `release` label (what kube-prometheus-stack selects its
+# ServiceMonitors and rules by) landed on every object of the overlay, the Namespace included.
+
+RELEASE_SETTING = REPO / "k8s" / "components" / "monitoring" / "release-label.yaml"
+OPERATOR_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
+
+
+def test_the_release_label_is_on_the_prometheus_operator_objects_only(renderings):
+    release = yaml.safe_load(RELEASE_SETTING.read_text())["labels"]["release"]
+    for name, manifests in renderings.items():
+        labelled = {(o["kind"], o["metadata"]["name"]) for o in manifests.objects
+                    if "release" in o["metadata"].get("labels", {})}
+        operator_objects = {(o["kind"], o["metadata"]["name"]) for o in manifests.objects
+                            if o["kind"] in OPERATOR_KINDS}
+        assert labelled == operator_objects, f"{name}: {sorted(labelled - operator_objects)}"
+        assert bool(operator_objects) == ("-monitoring" not in name), name
+        for kind, object_name in operator_objects:
+            assert manifests.get(kind, object_name)["metadata"]["labels"]["release"] == release
+        for namespace in manifests.of_kind("Namespace"):
+            assert "release" not in namespace["metadata"].get("labels", {}), name
