@@ -80,7 +80,10 @@ def validate(
 
 
 def train(
-    data: str = typer.Option(..., help=DATA_HELP),
+    data: str = typer.Option(
+        ..., envvar="CHURN_TRAINING_DATA", help=DATA_HELP + ". A URL with a password belongs in "
+        "the environment variable, not on the command line, where other users of the machine "
+        "can read it."),
     contract: Path = typer.Option(DEFAULT_CONTRACT, help="Data contract YAML."),
     config: Path = typer.Option(DEFAULT_TRAIN_CONFIG, help="Training config YAML (defaults "
                                 "apply when the file does not exist)."),

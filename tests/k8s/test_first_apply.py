@@ -238,3 +238,63 @@ def test_the_release_label_is_on_the_prometheus_operator_objects_only(renderings
             assert manifests.get(kind, object_name)["metadata"]["labels"]["release"] == release
         for namespace in manifests.of_kind("Namespace"):
             assert "release" not in namespace["metadata"].get("labels", {}), name
+
+
+# Defect: the train and retrain CronJobs passed the training source URL to `churn train --data`,
+# the performance CronJob `--labels`, MLflow `--backend-store-uri`, each from a Secret: the
+# password was then in the node's process list, which every user of the node can read.
+
+def variable_pattern(name: str):
+    """`$(NAME)` (the kubelet's expansion), `$NAME` and `${NAME}` (a shell's)."""
+    import re
+
+    return re.compile(r"\$(?:\(|\{)?" + re.escape(name) + r"\b")
+
+
+def secret_variables(container: dict) -> set[str]:
+    return {e["name"] for e in container.get("env", [])
+            if "secretKeyRef" in e.get("valueFrom", {})}
+
+
+def test_no_command_line_carries_a_secret(renderings):
+    problems, readers = [], set()
+    for name, manifests in renderings.items():
+        for owner, template in manifests.pod_templates():
+            for container in containers(template):
+                argv = [*container.get("command", []), *container.get("args", [])]
+                for variable in secret_variables(container):
+                    readers.add((tuple(argv[:2]), variable))
+                    pattern = variable_pattern(variable)
+                    if any(pattern.search(part) for part in argv):
+                        problems.append(f"{name}: {owner['kind']} {owner['metadata']['name']}"
+                                        f": {variable} on the command line")
+    assert not problems, "\n".join(problems)
+    # The commands read those variables themselves.
+    assert {v for _, v in readers} == {"CHURN_TRAINING_DATA", "CHURN_LABELS",
+                                       "MLFLOW_BACKEND_STORE_URI"}, readers
+
+
+def test_the_pattern_finds_each_way_a_variable_reaches_a_command():
+    pattern = variable_pattern("CHURN_LABELS")
+    for text in ("$(CHURN_LABELS)", "--labels=$CHURN_LABELS", 'x "${CHURN_LABELS}"'):
+        assert pattern.search(text), text
+    assert not pattern.search("$CHURN_LABELS_FILE and CHURN_LABELS")
+
+
+def test_churn_reads_its_secrets_from_the_variables_the_pods_set():
+    """`churn train --data` and `churn performance --labels` take the value from the variable
+    the manifests set from the Secret (tests/k8s/test_cronjobs.py runs the commands so)."""
+    import typer.main
+
+    import churn_cli
+
+    group = typer.main.get_command(churn_cli.app)
+    for command, variable in (("train", "CHURN_TRAINING_DATA"), ("performance", "CHURN_LABELS")):
+        assert variable in {p.envvar for p in group.commands[command].params}, command
+
+
+def test_mlflow_server_reads_its_backend_store_from_the_variable_the_pod_sets():
+    from mlflow.cli import server  # seconds to import: on its own, so the cost shows
+
+    options = {p.envvar: p.opts for p in server.params}
+    assert options["MLFLOW_BACKEND_STORE_URI"] == ["--backend-store-uri"]
