@@ -298,3 +298,80 @@ def test_mlflow_server_reads_its_backend_store_from_the_variable_the_pod_sets():
 
     options = {p.envvar: p.opts for p in server.params}
     assert options["MLFLOW_BACKEND_STORE_URI"] == ["--backend-store-uri"]
+
+
+# Defect: the jobs' NetworkPolicy allowed only the in-namespace Pushgateway and port 5432, while
+# the docs tell users without kube-prometheus-stack to point CHURN_PUSHGATEWAY_URL at their own
+# Pushgateway, and a labels source may be HTTPS or another database. The destinations outside
+# the namespace are now one setting, k8s/base/egress.yaml, with documented examples.
+
+EGRESS_SETTING = "churn-jobs-egress"
+JOB_POD = {"app.kubernetes.io/component": "performance-job"}
+
+
+def egress_admits(policies: list[dict], pod: dict, address: str, port: int) -> bool:
+    """Whether the NetworkPolicies let ``pod`` (labels) connect to an address outside the
+    cluster's pods (an IP) on ``port``."""
+    import ipaddress
+
+    applying = [p for p in policies if selects(p["spec"]["podSelector"], pod)
+                and "Egress" in p["spec"]["policyTypes"]]
+    if not applying:
+        return True
+    for policy in applying:
+        for rule in policy["spec"].get("egress", []):
+            ports = {p.get("port") for p in rule.get("ports", [])}
+            if ports and port not in ports:
+                continue
+            for peer in rule.get("to", [{"ipBlock": {"cidr": "0.0.0.0/0"}}]):
+                block = peer.get("ipBlock")
+                if block and ipaddress.ip_address(address) in ipaddress.ip_network(
+                        block["cidr"]) and not any(
+                        ipaddress.ip_address(address) in ipaddress.ip_network(e)
+                        for e in block.get("except", [])):
+                    return True
+    return False
+
+
+def test_jobs_leave_the_namespace_only_where_the_egress_setting_says(renderings):
+    for name, manifests in renderings.items():
+        policies = manifests.of_kind("NetworkPolicy")
+        jobs = manifests.get("NetworkPolicy", "churn-jobs")
+        setting = manifests.get("NetworkPolicy", EGRESS_SETTING)
+        assert setting["spec"]["policyTypes"] == ["Egress"], name
+        assert setting["spec"]["podSelector"] == jobs["spec"]["podSelector"], name
+        # The base policy: peers inside the namespace, and the cluster's DNS.
+        for rule in jobs["spec"]["egress"]:
+            for peer in rule["to"]:
+                assert "ipBlock" not in peer, name
+                if "namespaceSelector" in peer:
+                    assert peer["podSelector"]["matchLabels"] == {"k8s-app": "kube-dns"}, name
+        # The default setting: PostgreSQL anywhere, nothing else outside.
+        assert egress_admits(policies, JOB_POD, "192.0.2.10", 5432), name
+        assert not egress_admits(policies, JOB_POD, "192.0.2.10", 443), name
+
+
+def documented_egress_example() -> str:
+    """The example egress.yaml of docs/kubernetes.md's "Job egress" section."""
+    import re
+
+    text = (REPO / "docs" / "kubernetes.md").read_text()
+    section = text.split("## Job egress", 1)[1].split("\n## ", 1)[0]
+    return re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
+
+
+def test_the_documented_egress_example_admits_what_it_says(k8s_copy):
+    from tests.k8s.test_validate import validate
+
+    (k8s_copy / "k8s" / "base" / "egress.yaml").write_text(documented_egress_example())
+    manifests = render_copy(k8s_copy, {"prod-monitoring"})["prod-monitoring"]
+    setting = manifests.get("NetworkPolicy", EGRESS_SETTING)
+    validate(setting)
+    policies = manifests.of_kind("NetworkPolicy")
+    for component in ("drift-job", "log-job", "performance-job", "retrain-job"):
+        pod = {"app.kubernetes.io/component": component}
+        assert egress_admits(policies, pod, "10.20.0.5", 9091), component  # your Pushgateway
+        assert egress_admits(policies, pod, "198.51.100.7", 443), component  # HTTPS labels
+        assert egress_admits(policies, pod, "198.51.100.8", 5432), component  # PostgreSQL
+        assert not egress_admits(policies, pod, "10.20.0.6", 9091), component
+        assert not egress_admits(policies, pod, "198.51.100.7", 22), component
