@@ -375,3 +375,29 @@ def test_the_documented_egress_example_admits_what_it_says(k8s_copy):
         assert egress_admits(policies, pod, "198.51.100.8", 5432), component  # PostgreSQL
         assert not egress_admits(policies, pod, "10.20.0.6", 9091), component
         assert not egress_admits(policies, pod, "198.51.100.7", 22), component
+
+
+# Defect: the production spread counted a rollout's pods by pod-template-hash, the label the
+# Deployment controller adds; under Argo Rollouts pods carry rollouts-pod-template-hash, and a
+# matchLabelKeys key a pod lacks is ignored.
+
+CONTROLLER_LABELS = {"Deployment": {"pod-template-hash"},
+                     "Rollout": {"rollouts-pod-template-hash"},
+                     "StatefulSet": {"controller-revision-hash", "apps.kubernetes.io/pod-index",
+                                     "statefulset.kubernetes.io/pod-name"}}
+
+
+def test_spread_constraints_key_on_labels_the_pods_carry(renderings):
+    checked = set()
+    for name, manifests in renderings.items():
+        for owner, template in manifests.pod_templates():
+            carried = set(template["metadata"].get("labels", {})) | CONTROLLER_LABELS.get(
+                owner["kind"], set())
+            for constraint in template["spec"].get("topologySpreadConstraints", []):
+                missing = set(constraint.get("matchLabelKeys", [])) - carried
+                assert not missing, (f"{name}: {owner['kind']} {owner['metadata']['name']}: "
+                                     f"its pods never carry {missing}")
+                assert selects(constraint["labelSelector"], template["metadata"]["labels"]), \
+                    f"{name}: {owner['kind']} {owner['metadata']['name']}"
+                checked.add(owner["kind"])
+    assert checked == {"Deployment", "Rollout"}
