@@ -5,6 +5,7 @@ combination (`renderings`). What the cluster itself must provide is `churn k8s c
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -401,3 +402,38 @@ def test_spread_constraints_key_on_labels_the_pods_carry(renderings):
                     f"{name}: {owner['kind']} {owner['metadata']['name']}"
                 checked.add(owner["kind"])
     assert checked == {"Deployment", "Rollout"}
+
+
+# The docs say what the cluster must provide, which overlay needs it, and how `churn k8s check`
+# verifies it; then the first apply, in order.
+
+def docs_section(title: str) -> str:
+    text = (REPO / "docs" / "kubernetes.md").read_text()
+    assert f"\n## {title}\n" in text, f"docs/kubernetes.md has no section {title!r}"
+    return text.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_docs_list_what_the_cluster_needs_and_how_each_is_checked():
+    rows = [line for line in docs_section("What your cluster needs").splitlines()
+            if line.startswith("| ") and not line.startswith(("| prerequisite", "| ---"))]
+    cells = [[c.strip() for c in row.strip("|").split(" | ")] for row in rows]
+    assert all(len(c) == 4 and all(c) for c in cells), [c for c in cells if len(c) != 4]
+    table = "\n".join(rows)
+    for needed in ("Kubernetes 1.30", "default StorageClass", "ReadWriteMany StorageClass",
+                   "UID/GID 1034", "metrics-server", "ServiceMonitor, PrometheusRule",
+                   "release-label.yaml", "Argo Rollouts", "kubernetes.prometheus_address",
+                   "Dask operator", "Pod Security", "churn-training-data", "images",
+                   "churn canary", "egress.yaml", "storage-class.yaml"):
+        assert needed in table, needed
+    # Each setting the table names is a file (or a config key) that exists.
+    for path in re.findall(r"`((?:k8s|configs)/[\w./-]+)`", table):
+        assert (REPO / path).exists(), path
+
+
+def test_the_first_apply_walkthrough_checks_before_it_applies():
+    steps = re.findall(r"^(\d+)\. \*\*([^*]+)\*\*", docs_section("First apply"), re.M)
+    titles = [title.rstrip(".:") for _, title in steps]
+    assert [int(n) for n, _ in steps] == list(range(1, len(steps) + 1))
+    assert titles.index("Check") < titles.index("Apply") < titles.index("The first model")
+    assert titles.index("The namespace and the Secrets") < titles.index("Check")
+    assert "churn k8s check" in docs_section("First apply")
