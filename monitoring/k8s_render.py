@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -94,10 +95,10 @@ def render_all(root: Path, kubectl: str | None = None,
     Combinations are rendered from a temporary copy of k8s/ in which a sibling of the overlay
     lists the chosen components, so relative paths resolve as in the repository."""
     kubectl = kubectl or default_kubectl()
-    out = {}
     with tempfile.TemporaryDirectory(prefix="churn-k8s-") as temporary:
         copy = Path(temporary)
         shutil.copytree(root / "k8s", copy / "k8s", ignore=shutil.ignore_patterns("rendered"))
+        directories = {}
         for rendering in renderings(root):
             if only is not None and rendering.name not in only:
                 continue
@@ -112,8 +113,11 @@ def render_all(root: Path, kubectl: str | None = None,
                     del kustomization["components"]
                 (directory / "kustomization.yaml").write_text(
                     yaml.safe_dump(kustomization, sort_keys=False))
-            out[rendering.name] = kustomize(directory, kubectl)
-    return out
+            directories[rendering.name] = directory
+        # Two at a time: kustomize is CPU-bound, and a machine has at least two cores.
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            texts = pool.map(lambda d: kustomize(d, kubectl), directories.values())
+            return dict(zip(directories, texts, strict=True))
 
 
 def render(

@@ -41,17 +41,22 @@ def validate(obj: dict) -> None:
 
 def test_every_object_of_every_rendering_is_valid_and_has_a_schema(renderings):
     problems = []
+    # Most objects are the same in several renderings: each distinct one is validated once.
+    distinct: dict[str, tuple[dict, list[str]]] = {}
     for overlay, manifests in renderings.items():
         for obj in manifests.objects:
-            name = f"{overlay}: {obj['kind']} {obj['metadata'].get('name')}"
-            try:
-                validate(obj)
-            except kubernetes_validate.SchemaNotFoundError:
-                problems.append(f"{name}: kind unknown to Kubernetes {KUBERNETES_VERSION} "
-                                "and not a custom resource with a schema here")
-            except (jsonschema.ValidationError, kubernetes_validate.ValidationError) as exc:
-                path = "/".join(str(p) for p in exc.absolute_path)
-                problems.append(f"{name}: {path}: {exc.message}")
+            key = json.dumps(obj, sort_keys=True)
+            distinct.setdefault(key, (obj, []))[1].append(overlay)
+    for obj, overlays in distinct.values():
+        name = f"{', '.join(overlays)}: {obj['kind']} {obj['metadata'].get('name')}"
+        try:
+            validate(obj)
+        except kubernetes_validate.SchemaNotFoundError:
+            problems.append(f"{name}: kind unknown to Kubernetes {KUBERNETES_VERSION} "
+                            "and not a custom resource with a schema here")
+        except (jsonschema.ValidationError, kubernetes_validate.ValidationError) as exc:
+            path = "/".join(str(p) for p in exc.absolute_path)
+            problems.append(f"{name}: {path}: {exc.message}")
     assert not problems, "\n".join(problems)
 
 
