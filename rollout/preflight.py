@@ -269,7 +269,7 @@ def gather(kubectl: k.Kubectl, wanted: Needs, images: bool = False,
     resource = "prometheuses.monitoring.coreos.com"
     if wanted.selected and resource in facts.resources:
         facts.prometheuses = _read(kubectl, "get", resource, "--all-namespaces", "-o", "json")
-    if wanted.secrets and facts.namespace.obj is not None:
+    if wanted.secrets and (facts.namespace.obj is not None or facts.namespace.error):
         facts.secrets = _names(kubectl, "get", "secrets")  # names only: no value is read
     for name in wanted.admitted_namespaces:
         facts.namespaces[name] = _read(kubectl, "get", "namespace", name, "-o", "json")
@@ -669,6 +669,9 @@ def _secret_rows(wanted: Needs, facts: Facts) -> list[Check]:
         return [Check("Secrets", _users(sorted(wanted.secrets)), WARN,
                       f"could not read: {facts.secrets.error}", "")]
     present = {s["metadata"]["name"] for s in (facts.secrets.obj or {}).get("items", [])}
+    absent = (f" (namespace {wanted.namespace} does not exist yet: apply the overlay's "
+              "namespace.yaml first)" if facts.namespace.obj is None and
+              not facts.namespace.error else "")
     rows = []
     for name, users in sorted(wanted.secrets.items()):
         optional = name in wanted.optional_secrets
@@ -676,7 +679,7 @@ def _secret_rows(wanted: Needs, facts: Facts) -> list[Check]:
         rows.append(Check(
             f"Secret {name}", _users(users), OK if ok else (WARN if optional else FAIL),
             "exists" if ok else "not found" + (" (its CronJob is suspended)" if optional
-                                               else ""),
+                                               else "") + absent,
             "" if ok else f"kubectl -n {wanted.namespace} create secret generic {name} "
             "--from-literal=url='...' (docs/kubernetes.md#first-apply)"))
     return rows

@@ -252,6 +252,7 @@ def test_no_namespace_yet_is_fine_and_secrets_are_then_missing(rendered, stand_i
     assert pod_security.status == preflight.OK and "created by the apply" in pod_security.found
     assert rows_by_status(rows)[preflight.FAIL] == ["Secret churn-mlflow-db",
                                                     "Secret churn-training-data"]
+    assert "namespace.yaml first" in by_name["Secret churn-mlflow-db"].found
 
 
 def test_an_unreachable_cluster_is_one_failed_row(rendered, tmp_path, monkeypatch):
