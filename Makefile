@@ -95,24 +95,18 @@ drill: setup monitor-deps  ## break the running system in each way churn systems
 mlflow: setup postgres-deps  ## shared MLflow tracking server on a local PostgreSQL (docs/state.md)
 	$(CHURN) mlflow-server
 
-k8s: setup  ## regenerate k8s/'s copies of configs, rules, dashboards, canary analysis; render each overlay to k8s/rendered/
+k8s: setup  ## regenerate k8s/'s copies of configs, rules, dashboards, canary analysis; render every overlay and documented combination to k8s/rendered/
 	$(CHURN) k8s generate
 	$(CHURN) canary render
-	@mkdir -p k8s/rendered
-	@for overlay in k8s/overlays/*/; do \
-	  name=$$(basename $$overlay); \
-	  $(VENV)/bin/kubectl kustomize $$overlay > k8s/rendered/$$name.yaml.tmp || exit 1; \
-	  mv k8s/rendered/$$name.yaml.tmp k8s/rendered/$$name.yaml; \
-	  echo "k8s/rendered/$$name.yaml"; \
-	done
+	@rm -f k8s/rendered/*.yaml
+	$(CHURN) k8s render --output k8s/rendered
 
 CHECKOV_VENV := .venv-checkov
-k8s-scan: k8s  ## checkov's Kubernetes checks on the rendered overlays (skips justified in k8s/checkov.yaml)
+k8s-scan: k8s  ## every rendering: checkov's Kubernetes checks (skips justified in k8s/checkov.yaml), strict schemas
 	@test -x $(CHECKOV_VENV)/bin/checkov || { uv venv -q $(CHECKOV_VENV) --python 3.11 && \
-	  VIRTUAL_ENV=$(CHECKOV_VENV) uv pip install -q "checkov>=3.2,<4"; }
-	@for file in k8s/rendered/*.yaml; do \
-	  $(CHECKOV_VENV)/bin/checkov --config-file k8s/checkov.yaml -f $$file || exit 1; \
-	done
+	  uv pip install -q --python $(CHECKOV_VENV)/bin/python -r k8s/checkov-requirements.txt; }
+	$(CHECKOV_VENV)/bin/checkov --config-file k8s/checkov.yaml -d k8s/rendered
+	$(VENV)/bin/pytest -q -p no:cacheprovider tests/k8s/test_validate.py
 
 test: setup monitor-deps postgres-deps image-deps  ## ruff and the whole test suite: unit, integration, e2e (what CI runs)
 	$(VENV)/bin/ruff check .

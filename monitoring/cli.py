@@ -119,8 +119,10 @@ def drift(
 
 def performance(
     labels: Annotated[str, typer.Option(
-        "--labels", help="Ground truth: CSV/Parquet/SQL with the contract's id and target "
-        "columns and observed_at.")],
+        "--labels", envvar="CHURN_LABELS", help="Ground truth: CSV/Parquet/SQL with the "
+        "contract's id and target columns and observed_at. A URL with a password belongs in "
+        "the environment variable, not on the command line, where other users of the machine "
+        "can read it.")],
     model: Annotated[str | None, typer.Option(
         "--model", help="Model whose contract names the id and target columns (every logged "
         "version of its dataset is measured). " + MODEL_HELP)] = None,

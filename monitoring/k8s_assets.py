@@ -18,6 +18,8 @@ from typing import Annotated
 import typer
 import yaml
 
+from monitoring.k8s_render import render
+
 logger = logging.getLogger("churn.k8s")
 
 # source -> destination, relative to the repository root; copied byte for byte.
@@ -152,3 +154,4 @@ def generate(
 
 k8s_app = typer.Typer(no_args_is_help=True, help="Kubernetes manifests (k8s/).")
 k8s_app.command("generate")(generate)
+k8s_app.command("render")(render)

@@ -17,6 +17,8 @@ import typer
 from rollout.cli_options import (
     ClusterOptions,
     ConfigOption,
+    ContextOption,
+    KubectlOption,
     PrometheusOption,
     cluster_command,
     load_config,
@@ -204,6 +206,55 @@ def _utc_now():
     return datetime.now(UTC)
 
 
+def k8s_check(
+    overlay: Annotated[list[Path] | None, typer.Option(
+        "--overlay", help="Kustomization to check the cluster for (repeat for several): an "
+        "overlay, or your own folder listing components; default k8s/overlays/prod. Its "
+        "rendering says what is needed (CRDs, storage classes, Secrets...).")] = None,
+    context: ContextOption = None,
+    namespace: Annotated[str | None, typer.Option(
+        "--namespace", "-n", help="Namespace the overlay is applied to; default the one the "
+        "overlay sets, else kubernetes.namespace from the config, else `default`.")] = None,
+    images: Annotated[bool, typer.Option(
+        "--images", help="Also prove the nodes can pull every image: one short-lived pod per "
+        "image in the namespace (which must exist), deleted after. Off by default: it creates "
+        "pods and takes up to 3 minutes.")] = False,
+    kubectl: KubectlOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Check, before the first apply, that the cluster has what each overlay needs: one row per
+    prerequisite (Kubernetes version, CRDs, storage classes and volume ownership,
+    metrics-server, the namespace's Pod Security labels, Prometheus selecting the monitoring
+    objects, Secrets, permissions of `churn canary`...), a fix under each failed row. Changes
+    nothing (but --images). Exit 0 when every row passes (warnings allowed), 1 when one fails,
+    2 when the overlay cannot be rendered or kubectl cannot run."""
+    import yaml
+
+    from kernel.config_files import project_root
+    from monitoring.k8s_render import kustomize
+    from rollout.kubectl import Kubectl
+    from rollout.preflight import FAIL, check, table
+
+    settings = load_config(config, kubectl, context).kubernetes
+    where = f"context {settings.context}" if settings.context else "the current context"
+    failed = False
+    for path in overlay or [project_root() / "k8s" / "overlays" / "prod"]:
+        objects = [o for o in yaml.safe_load_all(kustomize(path, settings.kubectl)) if o]
+        runner = Kubectl(settings.model_copy(update={"namespace": namespace}))
+        rows = check(objects, runner, images=images, canary_deployment=settings.canary,
+                     fallback_namespace=settings.namespace or "default")
+        typer.echo(f"{path} on {where}, namespace {runner.settings.namespace}:\n"
+                   f"{table(rows)}\n")
+        failed |= any(row.status == FAIL for row in rows)
+    if failed:
+        raise typer.Exit(1)
+
+
 def register(root: typer.Typer) -> None:
-    """Add ``churn canary ...`` to the root app."""
+    """Add ``churn canary ...`` to the root app, and ``churn k8s check`` to the k8s sub-app
+    (monitoring.k8s_assets: the k8s/ commands; the preflight drives kubectl, as the canary
+    does)."""
+    from monitoring.k8s_assets import k8s_app
+
     root.add_typer(app, name="canary")
+    k8s_app.command("check")(k8s_check)

@@ -177,18 +177,30 @@ class Kubectl:
         if call.waits:
             # rollout status has its own --timeout; this only guards a hung kubectl
             timeout = duration_seconds(self.settings.rollout_timeout) + 60
+        done = self._execute(argv, timeout)
+        if done.returncode != 0:
+            message = (done.stderr.strip() or done.stdout.strip()).splitlines()
+            raise KubectlError(f"{shown} failed: {message[-1] if message else done.returncode}")
+        return done.stdout
+
+    def probe(self, call: Call, timeout: float = 60) -> subprocess.CompletedProcess:
+        """Make a read whose failure is itself the answer (NotFound, `auth can-i` saying no)
+        and return the finished process. Raises KubectlError only when kubectl cannot run."""
+        if call.edits or call.waits:
+            raise KubectlError(f"`kubectl {' '.join(call.args[:2])}` is not a read")
+        argv = self.argv(call)
+        self.history.append(argv)
+        return self._execute(argv, timeout)
+
+    def _execute(self, argv: list[str], timeout: float | None) -> subprocess.CompletedProcess:
         try:
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+            return subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
                                   check=False)
         except FileNotFoundError as exc:
             raise KubectlError(f"kubectl not found ({self.settings.kubectl}): install it or "
                                "set kubernetes.kubectl in configs/canary.yaml") from exc
         except subprocess.TimeoutExpired as exc:
-            raise KubectlError(f"{shown} did not finish in {timeout} s") from exc
-        if done.returncode != 0:
-            message = (done.stderr.strip() or done.stdout.strip()).splitlines()
-            raise KubectlError(f"{shown} failed: {message[-1] if message else done.returncode}")
-        return done.stdout
+            raise KubectlError(f"{shlex.join(argv)} did not finish in {timeout} s") from exc
 
     def read(self, kind: str, name: str) -> dict:
         """The object as JSON (always read, also in a dry run)."""

@@ -84,11 +84,44 @@ def read_workload(deployment: dict, settings: KubernetesSettings,
 
 
 def canary_replicas(weight: int, stable_ready: int) -> int:
-    """Canary pods so that they are at least ``weight``% of all ready pods (rounded up, as
-    Argo Rollouts does without a service mesh), and at least one."""
+    """Canary pods so that they are at least ``weight``% of all ready pods (rounded up), and at
+    least one, beside an unchanged stable. Argo Rollouts splits differently: argo_split."""
     if not 0 < weight < 100:
         raise PlanError(f"a canary step is a share in 1..99%, not {weight}")
     return max(1, math.ceil(weight * stable_ready / (100 - weight)))
+
+
+def argo_split(replicas: int, weight: int, max_surge: int) -> tuple[int, int]:
+    """(canary, stable) pods Argo Rollouts aims for at a ``setWeight`` step without traffic
+    routing (a service mesh): of the splits whose total is ``replicas`` (or ``replicas + 1``
+    when ``max_surge`` allows a surge), the one whose canary share is closest to ``weight``;
+    floor and ceiling of the canary count are both candidates (the ceiling wins a tie), and a
+    share of 1-99% never rounds the canary to 0 pods. So stable is scaled down, unlike
+    `churn canary run`. After approximateWeightedCanaryStableReplicaCounts in Argo Rollouts'
+    utils/replicaset/canary.go (docs/canary.md#argo-rollouts has the table)."""
+    if replicas == 0:
+        return 0, 0
+    exact = replicas * weight / 100
+    ceiling, floor = math.ceil(exact), math.floor(exact)
+    zero_allowed = weight in (0, 100) or (replicas == 1 and max_surge == 0)
+
+    def tied(total: int) -> bool:  # floor and ceiling equally far from the weight
+        return (total * (weight / 100)) % 1 == 0.5  # Argo's float order
+
+    options = []
+    if ceiling < replicas or zero_allowed:
+        options.append((ceiling, replicas))
+    if not tied(replicas) and (floor != 0 or zero_allowed):
+        options.append((floor, replicas))
+    if max_surge > 0:
+        options.append((ceiling, replicas + 1))
+        if not tied(replicas + 1) and (floor != 0 or zero_allowed):
+            options.append((floor, replicas + 1))
+    if not options:
+        return 0, replicas
+    # The first of the closest wins, as Argo's strict "less than" comparison does.
+    canary, total = min(options, key=lambda o: abs(100 * o[0] / o[1] - weight))
+    return canary, total - canary
 
 
 def share(canary_ready: int, stable_ready: int) -> float:

@@ -88,7 +88,10 @@ def validate(
 
 
 def train(
-    data: str = typer.Option(..., help=DATA_HELP),
+    data: str = typer.Option(
+        ..., envvar="CHURN_TRAINING_DATA", help=DATA_HELP + ". A URL with a password belongs in "
+        "the environment variable, not on the command line, where other users of the machine "
+        "can read it."),
     contract: Path | None = typer.Option(None, help=CONTRACT_HELP),
     config: Path | None = typer.Option(
         None, help="Training config YAML; default configs/train.yaml of the working "

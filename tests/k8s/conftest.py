@@ -46,7 +46,8 @@ class Manifests:
         return found[0]
 
     def pod_templates(self) -> list[tuple[dict, dict]]:
-        """(owner, pod template) of every object that creates pods, CronJobs included."""
+        """(owner, pod template) of every object that creates pods, CronJobs and the Dask
+        operator's DaskClusters included."""
         pods = []
         for o in self.objects:
             if o["kind"] == "Rollout":
@@ -60,6 +61,11 @@ class Manifests:
                 pods.append((o, o["spec"]["template"]))
             elif o["kind"] == "CronJob":
                 pods.append((o, o["spec"]["jobTemplate"]["spec"]["template"]))
+            elif o["kind"] == "DaskCluster":
+                # The Dask operator makes a scheduler pod and worker pods from these specs.
+                pods += [(o, {"metadata": o["spec"][part].get("metadata", {}),
+                              "spec": o["spec"][part]["spec"]})
+                         for part in ("scheduler", "worker")]
         return pods
 
 
@@ -76,3 +82,16 @@ def rendered() -> dict[str, Manifests]:
     """Every overlay under k8s/overlays, rendered once for the whole session."""
     assert {"dev", "prod"} <= {p.name for p in OVERLAYS}, OVERLAYS
     return {p.name: Manifests(p.name, render(p)) for p in OVERLAYS}
+
+
+@pytest.fixture(scope="session")
+def renderings() -> dict[str, Manifests]:
+    """Every overlay and every documented overlay + component combination (dev and prod, each
+    with and without the dask and monitoring components: `churn k8s render`), once a session."""
+    from monitoring.k8s_render import render_all
+
+    texts = render_all(REPO, KUBECTL)
+    assert {"dev", "prod", "dev+dask", "prod+dask", "dev-monitoring", "prod+dask-monitoring"} \
+        <= set(texts), sorted(texts)
+    return {name: Manifests(name, [o for o in yaml.safe_load_all(text) if o])
+            for name, text in texts.items()}

@@ -4,6 +4,7 @@ validation is the general one (test_validate.py renders every overlay)."""
 
 from __future__ import annotations
 
+import copy
 import shutil
 from pathlib import Path
 
@@ -62,7 +63,12 @@ def test_argo_overlay_runs_the_service_as_a_rollout_with_the_analysis(rendered) 
     assert not [d for d in argo.of_kind("Deployment") if d["metadata"]["name"] == "churn-serve"]
     rollout = argo.get("Rollout", "churn-serve")
     stable = prod.get("Deployment", "churn-serve")
-    assert rollout["spec"]["template"]["spec"] == stable["spec"]["template"]["spec"]
+    # The pod spec is production's, but for the label the spread counts a rollout's pods by.
+    pod = copy.deepcopy(rollout["spec"]["template"]["spec"])
+    for constraint in pod["topologySpreadConstraints"]:
+        assert constraint["matchLabelKeys"] == ["rollouts-pod-template-hash"]
+        constraint["matchLabelKeys"] = ["pod-template-hash"]
+    assert pod == stable["spec"]["template"]["spec"]
     assert rollout["spec"]["selector"]["matchLabels"] == {"app": "churn-serve"}
     assert "track" not in rollout["spec"]["template"]["metadata"]["labels"]  # Argo sets it
     canary = rollout["spec"]["strategy"]["canary"]
@@ -109,3 +115,52 @@ def test_a_new_model_literal_in_the_argo_overlay_reaches_the_rollout(tmp_path: P
             for c in rollout["spec"]["template"]["spec"]["containers"]
             for e in c.get("env", []) if "configMapKeyRef" in e.get("valueFrom", {})]
     assert refs == [configmap["metadata"]["name"]]
+
+
+def argo_split_table(replicas: range, weights: list[int], max_surge: int) -> str:
+    """The Markdown table docs/canary.md shows: per replica count (stable before the step),
+    Argo's canary + stable pods and the canary's share at each step, then `churn canary run`'s
+    (stable unchanged)."""
+    from rollout.plan import argo_split, canary_replicas
+
+    lines = ["| replicas | " + " | ".join(f"{w}%: Argo" for w in weights) + " | "
+             + " | ".join(f"{w}%: `churn canary run`" for w in weights) + " |",
+             "| ---: |" + " --- |" * (2 * len(weights))]
+    for count in replicas:
+        argo = [argo_split(count, w, max_surge) for w in weights]
+        run = [(canary_replicas(w, count), count) for w in weights]
+        lines.append(f"| {count} | " + " | ".join(
+            f"{c} + {s} = {100 * c / (c + s):.0f}%" for c, s in argo + run) + " |")
+    return "\n".join(lines)
+
+
+def test_the_docs_state_argos_real_split_at_every_replica_count_the_hpa_allows(rendered):
+    argo = rendered["argo-rollouts"]
+    hpa = argo.get("HorizontalPodAutoscaler", "churn-serve")["spec"]
+    surge = argo.get("Rollout", "churn-serve")["spec"]["strategy"]["canary"]["maxSurge"]
+    table = argo_split_table(range(hpa["minReplicas"], hpa["maxReplicas"] + 1),
+                             [w for w in CONFIG.run.steps if w < 100], surge)
+    docs = (REPO / "docs" / "canary.md").read_text()
+    assert table in docs, f"docs/canary.md#argo-rollouts needs this table:\n{table}"
+    assert "| 2 | 1 + 2 = 33% | 1 + 2 = 33% | 1 + 1 = 50% |" in table  # the issue's example
+
+
+def test_the_migration_note_removes_what_applying_argo_over_production_leaves_behind(rendered):
+    """`kubectl apply -k` deletes nothing: what production (or the kubectl canary) has and the
+    Argo overlay has not keeps running unless the note's commands remove it; and back."""
+    import re
+
+    def names(overlay: str) -> set[tuple[str, str]]:
+        return {(o["kind"], o["metadata"]["name"].rsplit("-", 1)[0] if o["kind"] in {
+            "ConfigMap", "Secret"} else o["metadata"]["name"]) for o in rendered[overlay].objects}
+
+    argo = names("argo-rollouts")
+    left_behind = (names("prod") | names("canary")) - argo
+    back = argo - names("canary")
+    assert left_behind == {("Deployment", "churn-serve"), ("Deployment", "churn-serve-canary")}
+    assert back == {("Rollout", "churn-serve"), ("AnalysisTemplate", "churn-canary")}
+    docs = (REPO / "docs" / "canary.md").read_text()
+    note = docs.split("**Moving an existing production install to Argo Rollouts.**", 1)[1]
+    note = note.split("\n## ", 1)[0].replace("\n", " ")
+    for kind, name in left_behind | back:
+        assert re.search(rf"delete {kind.lower()}( [\w-]+)* {name}\b", note), (kind, name)

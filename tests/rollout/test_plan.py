@@ -205,3 +205,28 @@ def test_plans_refuse_what_cannot_work(canary_overlay: Manifests, tmp_path: Path
                            cluster.configmap_value)
     assert [plan.canary_replicas(w, 3) for w in (5, 25, 50, 75)] == [1, 1, 3, 9]
     assert plan.canary_replicas(5, 40) == 3  # 3 / 43 = 7%: rounded up to reach 5%
+
+
+# Cases of Argo Rollouts' own test of the function argo_split follows
+# (TestApproximateWeightedNewStableReplicaCounts): (replicas, weight, max_surge) -> (canary,
+# stable).
+ARGO_CASES = {
+    (0, 50, 1): (0, 0), (1, 49, 0): (0, 1), (1, 50, 0): (1, 0), (1, 1, 1): (1, 1),
+    (1, 100, 1): (1, 0), (2, 1, 0): (1, 1), (2, 99, 0): (1, 1), (2, 1, 1): (1, 2),
+    (2, 50, 1): (1, 1), (2, 99, 1): (2, 1), (3, 25, 0): (1, 2), (3, 50, 0): (2, 1),
+    (3, 10, 1): (1, 3), (3, 33, 1): (1, 2), (3, 49, 1): (2, 2), (3, 50, 1): (2, 2),
+    (10, 14, 0): (1, 9), (10, 15, 0): (2, 8), (10, 99, 0): (9, 1), (10, 1, 1): (1, 10),
+    (10, 19, 1): (2, 9), (10, 20, 1): (2, 8), (10, 23, 1): (2, 8), (10, 24, 1): (3, 8),
+    (10, 99, 1): (10, 1), (10, 100, 1): (10, 0),
+}
+
+
+@pytest.mark.parametrize(("case", "expected"), ARGO_CASES.items())
+def test_argo_split_matches_argo_rollouts_own_cases(case, expected):
+    assert plan.argo_split(*case) == expected
+
+
+def test_argo_scales_stable_down_where_the_kubectl_canary_keeps_it():
+    """The issue's example: 2 replicas, 5% and 25% give a third, 50% halves stable."""
+    assert [plan.argo_split(2, w, 1) for w in (5, 25, 50)] == [(1, 2), (1, 2), (1, 1)]
+    assert [plan.canary_replicas(w, 2) for w in (5, 25, 50)] == [1, 1, 2]
