@@ -243,7 +243,8 @@ def k8s_check(
         runner = Kubectl(settings.model_copy(update={"namespace": namespace}))
         rows = check(objects, runner, images=images, canary_deployment=settings.canary,
                      fallback_namespace=settings.namespace or "default")
-        typer.echo(f"{path} on {where}, namespace {runner.settings.namespace}:\n"
+        shown = path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
+        typer.echo(f"{shown} on {where}, namespace {runner.settings.namespace}:\n"
                    f"{table(rows)}\n")
         failed |= any(row.status == FAIL for row in rows)
     if failed:

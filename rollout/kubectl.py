@@ -65,11 +65,13 @@ def set_image(name: str, container: str, image: str) -> Call:
                 local=_twin("set", "image", f"{container}={image}"))
 
 
-def set_env(name: str, container: str, variable: str, value: str) -> Call:
-    # Replaces a valueFrom (the base reads the tag from a ConfigMap) with this value.
-    return Call(("set", "env", f"deployment/{name}", "-c", container, f"{variable}={value}"),
-                f"{name} serves {variable}={value}", "deployment", name,
-                local=_twin("set", "env", "-c", container, f"{variable}={value}"))
+def set_env(name: str, container: str, variable: str, value: str, **more: str) -> Call:
+    """``variable=value`` (and any ``more``) in one call. Replaces a valueFrom (the base reads
+    the tag from a ConfigMap) with the value."""
+    pairs = [f"{key}={val}" for key, val in {variable: value, **more}.items()]
+    return Call(("set", "env", f"deployment/{name}", "-c", container, *pairs),
+                f"{name} serves {', '.join(pairs)}", "deployment", name,
+                local=_twin("set", "env", "-c", container, *pairs))
 
 
 def patch_configmap(name: str, key: str, value: str) -> Call:

@@ -19,6 +19,7 @@ from rollout.config import KubernetesSettings
 # The pod label the monitoring component sets from the model tag and the ServiceMonitor copies
 # onto every series (k8s/components/monitoring): it must follow the model stable serves.
 VERSION_LABEL = "model_version"
+SHADOW_ENV = "CHURN_SHADOW_MODEL_TAG"  # service/shadow.py; rollout/shadow.py writes it
 
 
 class PlanError(ValueError):
@@ -160,7 +161,9 @@ def start_plan(settings: KubernetesSettings, stable: Workload, *, model: str | N
     replicas = canary_replicas(weight, stable.ready)
     return [
         k.set_image(canary, settings.container, image),
-        k.set_env(canary, settings.container, settings.model_env, model),
+        # A canary's pods run no shadow: they copy stable's pod spec, shadow key included.
+        k.set_env(canary, settings.container, settings.model_env, model,
+                  **{SHADOW_ENV: ""}),
         k.annotate(canary, k.decision_annotations(
             "started", reason, step_label(weight, stable.ready), at)),
         k.scale(canary, replicas),

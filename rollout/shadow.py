@@ -24,7 +24,7 @@ from rollout import kubectl as k
 from rollout import plan
 from rollout.config import KubernetesSettings
 
-SHADOW_ENV = "CHURN_SHADOW_MODEL_TAG"
+SHADOW_ENV = plan.SHADOW_ENV
 SUBJECT = "shadow"
 DECISION = f"{k.PREFIX}{SUBJECT}-decision"
 REASON = f"{k.PREFIX}{SUBJECT}-reason"

@@ -84,7 +84,7 @@ def test_dry_run_shows_every_edit_as_an_argument_list_and_changes_nothing(
         prefix + "set image deployment/churn-serve-canary "
                  "churn-serve=registry.example/churn-serve:2.0",
         prefix + "set env deployment/churn-serve-canary -c churn-serve "
-                 f"CHURN_MODEL_TAG={STABLE_TAG}",
+                 f"CHURN_MODEL_TAG={STABLE_TAG} CHURN_SHADOW_MODEL_TAG=",
         *[line for line in shown if line.startswith(prefix + "annotate")],
         prefix + "scale deployment/churn-serve-canary --replicas=1",
         prefix + "rollout status deployment/churn-serve-canary --timeout=10m",

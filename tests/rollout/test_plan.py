@@ -89,7 +89,7 @@ def test_start_plan_argument_lists(canary_overlay: Manifests, tmp_path: Path) ->
     assert [c.args for c in calls] == [
         ("set", "image", "deployment/churn-serve-canary", f"churn-serve={stable.image}"),
         ("set", "env", "deployment/churn-serve-canary", "-c", "churn-serve",
-         f"CHURN_MODEL_TAG={NEW_TAG}"),
+         f"CHURN_MODEL_TAG={NEW_TAG}", "CHURN_SHADOW_MODEL_TAG="),
         ("annotate", "deployment/churn-serve-canary", "--overwrite",
          "churn-serve/canary-decision=started",
          f"churn-serve/canary-reason=trying model {NEW_TAG}, image {stable.image} (stable: "

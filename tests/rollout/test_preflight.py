@@ -392,7 +392,8 @@ def test_the_command_prints_the_table_and_exits_1_on_a_failed_row(tmp_path):
 def test_an_overlay_that_does_not_render_is_one_error_line(tmp_path):
     done = churn("--overlay", str(tmp_path), "--kubectl", real_kubectl(), env={})
     assert done.returncode == 2
-    (line,) = done.stderr.strip().splitlines()
+    *logged, line = done.stderr.strip().splitlines()
+    assert [" churn.config config canary.yaml: " in log for log in logged] == [True]
     assert line.startswith(f"error: RenderError: kubectl kustomize {tmp_path} failed: ")
 
 
