@@ -154,7 +154,11 @@ class DataContract(_Strict):
         return validate_mapping(cls, raw, source, ContractError)
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json", exclude_defaults=False), sort_keys=False)
+        raw = self.model_dump(mode="json", exclude_defaults=False)
+        for spec in raw["features"].values():
+            if not spec["strict"]:  # written only when set: a stored contract stays readable
+                del spec["strict"]  # by releases before the option (extra keys are refused)
+        return yaml.safe_dump(raw, sort_keys=False)
 
     @property
     def row_key(self) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -305,6 +306,9 @@ def test_strict_is_an_api_option_training_reads_the_column_as_usual(customers, c
         "auto_renew_enabled": {"type": "boolean", "strict": True}}})
     assert strict.features["auto_renew_enabled"].strict
     assert not contract.features["auto_renew_enabled"].strict  # lenient unless it says so
+    # Stored with the model; written only where set, so older releases still read the entry.
+    assert strict.to_yaml().count("strict:") == 1
+    assert DataContract.from_dict(yaml.safe_load(strict.to_yaml())) == strict
     text = customers.assign(auto_renew_enabled=np.where(customers["auto_renew_enabled"] == 1,
                                                         "Yes", "No"))
     result = validate_training_data(text, strict)
