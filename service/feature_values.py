@@ -102,7 +102,8 @@ def value_reader(spec: FeatureSpec) -> Callable[[Any], Any]:
             else json_text(canonical)
         raise PydanticCustomError(
             strict_kind, "Input should be {expected}; this field is strict: send {send}, "
-            "not {got}", {"expected": expected, "send": send, "got": json_text(value)})
+            "not {got}", {"expected": expected, "send": _shortened(send),
+                          "got": _shortened(json_text(value))})
 
     return strict if spec.strict else lenient
 
@@ -112,6 +113,10 @@ def json_text(value: Any) -> str:
     if isinstance(value, float) and value.is_integer() and abs(value) < 1e16:
         return str(int(value))
     return json.dumps(value, ensure_ascii=False)
+
+
+def _shortened(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 # --- OpenAPI ----------------------------------------------------------------------------------
