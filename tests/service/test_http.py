@@ -167,9 +167,11 @@ JUNK = st.sampled_from([None, "", "12", "x" * 200, True, -1, 1e308, -1e308, [1],
 
 
 def _from_property(schema: dict, clean: bool) -> st.SearchStrategy:
-    if "oneOf" in schema:  # the JSON type, or text the contract reads (numbers, yes/no, ...)
-        good = st.one_of([_from_property(member, True) for member in schema["oneOf"]])
-    elif "enum" in schema:
+    if "oneOf" in schema:  # the JSON type, then text the contract reads (numbers, yes/no...)
+        members = [_from_property(member, True) for member in schema["oneOf"]]
+        # Text members do not carry the bounds of a number: a clean customer sends JSON types.
+        return members[0] if clean else st.one_of(*members, JUNK)
+    if "enum" in schema:
         good = st.sampled_from(schema["enum"])
     elif "pattern" in schema:
         good = st.from_regex(schema["pattern"], fullmatch=True)
@@ -181,6 +183,10 @@ def _from_property(schema: dict, clean: bool) -> st.SearchStrategy:
     else:
         good = st.text(min_size=schema.get("minLength", 0),
                        max_size=min(schema.get("maxLength", 20), 20))
+    if "not" in schema:  # text read as null (or a listed value as sent)
+        refused = schema["not"]
+        good = good.filter(lambda v: v not in refused.get("enum", []) and not (
+            "pattern" in refused and re.search(refused["pattern"], v)))
     if schema.get("nullable"):
         good = good | st.none()
     return good if clean else st.one_of(good, good, good, good, JUNK)
