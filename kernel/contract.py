@@ -2,11 +2,12 @@
 
 A contract is a small YAML file (see ``configs/streaming_churn.contract.yaml``). Training,
 batch scoring and the service all validate through this module, so they cannot disagree.
-This module imports only pandas, numpy, pydantic and yaml: it is packed into the Bento.
+This module imports only pandas, numpy, pyarrow, pydantic and yaml: it is packed into the Bento.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -15,16 +16,32 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from kernel.yaml_model import load_yaml_model, validate_mapping
 
 ROW_COLUMN = "row"  # a row's position, for tables without an id column
+
+# --- The parsing rule of training and serving (docs/contract.md, "How values are read") ------
+# The column parsers (parse_numeric, parse_boolean, parse_categorical) read the cells of training
+# and scoring tables; the value parsers (numeric_value, boolean_value, categorical_value) read one
+# JSON value of an API request. Both strip text (str.strip), compare it lower-cased with these
+# spellings and match numbers with NUMBER_PATTERN; tests/kernel/test_contract.py proves they
+# give the same answer for every spelling.
 TRUE_SPELLINGS = frozenset({"1", "1.0", "true", "t", "yes", "y", "on"})
 FALSE_SPELLINGS = frozenset({"0", "0.0", "false", "f", "no", "n", "off"})
 # Text that means "no value" (as written by spreadsheets, pandas and databases).
 NULL_SPELLINGS = frozenset({"", "nan", "na", "n/a", "null", "none", "<na>", "nat"})
+# A number written as text, once stripped: decimal digits with optional sign, point and exponent
+# ("3168", "-1.5e3", ".5"); not "inf", "1,000", "1_000" or non-ASCII digits. One pattern for
+# Python's re, Arrow's RE2 and the ECMAScript regular expressions of the OpenAPI document.
+NUMBER_PATTERN = r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
+_NUMBER = re.compile(NUMBER_PATTERN)
+# What str.strip() removes (no code point above U+3000 is whitespace).
+WHITESPACE = "".join(c for c in map(chr, range(0x3001)) if c.isspace())
 
 
 class _Strict(BaseModel):
@@ -42,6 +59,9 @@ class FeatureSpec(_Strict):
     # Declared business knowledge, enforced on tree models: more of an "increasing" feature
     # never lowers the predicted risk, all else equal.
     monotone: Literal["increasing", "decreasing"] | None = None
+    # The API takes only the JSON type (a number, true/false, a string) and answers any other
+    # spelling with a 400 naming the JSON value to send. Training reads the column as usual.
+    strict: bool = False
     description: str = ""
 
     @model_validator(mode="after")
@@ -134,7 +154,11 @@ class DataContract(_Strict):
         return validate_mapping(cls, raw, source, ContractError)
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json", exclude_defaults=False), sort_keys=False)
+        raw = self.model_dump(mode="json", exclude_defaults=False)
+        for spec in raw["features"].values():
+            if not spec["strict"]:  # written only when set: a stored contract stays readable
+                del spec["strict"]  # by releases before the option (extra keys are refused)
+        return yaml.safe_dump(raw, sort_keys=False)
 
     @property
     def row_key(self) -> str:
@@ -201,43 +225,141 @@ def _examples(values: pd.Series, limit: int = 3) -> tuple[str, ...]:
     return tuple(repr(v) if isinstance(v, str) else str(v) for v in pd.unique(values)[:limit])
 
 
-def _blank_to_missing(raw: pd.Series) -> pd.Series:
-    text = raw.astype("string").str.strip()
-    return text.mask(text.str.lower().isin(NULL_SPELLINGS).fillna(True))
+_NULL_TEXT = pa.array(sorted(NULL_SPELLINGS), pa.string())
+_TRUE_TEXT = pa.array(sorted(TRUE_SPELLINGS), pa.string())
+_FALSE_TEXT = pa.array(sorted(FALSE_SPELLINGS), pa.string())
+
+
+def read_text(text: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """Text as the parsers read it: stripped as ``str.strip`` strips, null where null-like.
+
+    Spellings are compared with ASCII lower-casing: no other character lower-cases into one of
+    their letters, so this is what ``str.lower`` gives (a test checks every code point)."""
+    text = pc.utf8_trim(text, characters=WHITESPACE)
+    return pc.if_else(pc.is_in(pc.ascii_lower(text), value_set=_NULL_TEXT), None, text)
+
+
+def _text_cells(raw: pd.Series) -> pa.Array:
+    """Each cell as text (a number as pandas writes it), read by ``read_text``."""
+    try:
+        text = pa.array(raw.to_numpy(dtype=object), pa.string(), from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # numbers or other objects among the text
+        text = pa.array(raw.astype("string"))
+    return read_text(text)
 
 
 def parse_numeric(raw: pd.Series) -> tuple[pd.Series, np.ndarray]:
-    """Numbers, or numbers stored as text. Blank text is missing. Returns (values, not_numeric)."""
+    """Numbers, or numbers stored as text (``NUMBER_PATTERN``, read exactly as Python's
+    ``float`` reads it). Blank and null-like text is missing; infinities are not numbers.
+    Returns (values, not_numeric)."""
     if pd.api.types.is_bool_dtype(raw):
         return raw.astype(float), np.zeros(len(raw), dtype=bool)
     if pd.api.types.is_numeric_dtype(raw):
-        return raw.astype(float), np.zeros(len(raw), dtype=bool)
-    text = _blank_to_missing(raw)
-    values = pd.to_numeric(text, errors="coerce")
-    not_numeric = (values.isna() & text.notna()).to_numpy()
-    return values.astype(float), not_numeric
+        values = raw.astype(float)
+        infinite = np.isinf(values.to_numpy())
+        return values.mask(infinite), infinite
+    text = _text_cells(raw)
+    is_number = pc.match_substring_regex(text, f"^{NUMBER_PATTERN}$")
+    # Arrow's cast rounds correctly, as float() does (pandas' to_numeric does not).
+    numbers = pc.cast(pc.if_else(is_number, text, None), pa.float64())
+    values = numbers.to_numpy(zero_copy_only=False, writable=True)
+    finite = np.isfinite(values)
+    values[~finite] = np.nan  # "1e400" overflows: not a number
+    not_numeric = text.is_valid().to_numpy(zero_copy_only=False) & ~finite
+    return pd.Series(values, index=raw.index), not_numeric
 
 
 def parse_boolean(raw: pd.Series) -> tuple[pd.Series, np.ndarray]:
-    """0/1, true/false, yes/no (any case). Returns (float 0/1 with NaN, not_boolean mask)."""
+    """0/1, true/false, yes/no (any case, ``TRUE_SPELLINGS``/``FALSE_SPELLINGS``).
+    Returns (float 0/1 with NaN, not_boolean mask)."""
     if pd.api.types.is_bool_dtype(raw):
         return raw.astype(float), np.zeros(len(raw), dtype=bool)
-    text = _blank_to_missing(raw).str.lower()
-    values = pd.Series(np.nan, index=raw.index, dtype=float)
-    values[text.isin(TRUE_SPELLINGS).fillna(False).to_numpy()] = 1.0
-    values[text.isin(FALSE_SPELLINGS).fillna(False).to_numpy()] = 0.0
-    not_boolean = (values.isna() & text.notna()).to_numpy()
-    return values, not_boolean
+    if pd.api.types.is_numeric_dtype(raw):
+        numbers = raw.to_numpy(dtype=float, na_value=np.nan)
+        values = np.where(numbers == 1, 1.0, np.where(numbers == 0, 0.0, np.nan))
+        return pd.Series(values, index=raw.index), np.isnan(values) & ~np.isnan(numbers)
+    text = pc.ascii_lower(_text_cells(raw))
+    values = pc.if_else(pc.is_in(text, value_set=_TRUE_TEXT), 1.0,
+                        pc.if_else(pc.is_in(text, value_set=_FALSE_TEXT), 0.0, None))
+    values = values.to_numpy(zero_copy_only=False, writable=True)
+    not_boolean = text.is_valid().to_numpy(zero_copy_only=False) & np.isnan(values)
+    return pd.Series(values, index=raw.index), not_boolean
 
 
 def parse_categorical(raw: pd.Series) -> pd.Series:
-    """Strings, stripped; blanks are missing. Numbers become their text ("1", not "1.0")."""
+    """Strings, stripped; blanks are missing. A whole number becomes its digits ("1", not
+    "1.0"), any other number its shortest text ("2.5")."""
     if pd.api.types.is_float_dtype(raw):
-        whole = raw.dropna()
-        if len(whole) and (whole == whole.round()).all():
-            raw = raw.astype("Int64")
-    text = _blank_to_missing(raw)
-    return text.astype(object).where(text.notna(), None)
+        numbers = raw.to_numpy(dtype=float)
+        small_whole = (numbers == np.trunc(numbers)) & (np.abs(numbers) < 2**53)
+        text = np.full(len(numbers), None, dtype=object)
+        text[small_whole] = numbers[small_whole].astype(np.int64).astype(str)
+        rest = ~small_whole & ~np.isnan(numbers)
+        text[rest] = [category_of_number(x) for x in numbers[rest]]
+        raw = pd.Series(text, index=raw.index, dtype=object)
+    text = _text_cells(raw).to_numpy(zero_copy_only=False, writable=True)
+    return pd.Series(text, index=raw.index, dtype=object)
+
+
+def category_of_number(number: float) -> str:
+    """The category a number stands for: its digits when whole, else its shortest text."""
+    return str(int(number)) if float(number).is_integer() else repr(float(number))
+
+
+def numeric_value(value: str | float) -> float | None:
+    """One JSON value as ``parse_numeric`` reads a cell: a finite number, or text holding one;
+    None for blank or null-like text. Raises ValueError for anything else (true/false too)."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lower() in NULL_SPELLINGS:
+            return None
+        if _NUMBER.fullmatch(text) is None:
+            raise ValueError(f"{value!r} is not a number")
+        number = float(text)
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except OverflowError:
+            raise ValueError(f"{value!r} is too large") from None
+    else:
+        raise ValueError(f"{value!r} is not a number")
+    if not math.isfinite(number):
+        raise ValueError(f"{value!r} is not a finite number")
+    return number
+
+
+def boolean_value(value: str | bool | float) -> bool | None:
+    """One JSON value as ``parse_boolean`` reads a cell: true/false, the numbers 0/1, or a text
+    spelling of the contract (any case); None for blank or null-like text. Raises ValueError."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in NULL_SPELLINGS:
+            return None
+        if text in TRUE_SPELLINGS:
+            return True
+        if text in FALSE_SPELLINGS:
+            return False
+    elif isinstance(value, int | float):
+        if value == 1:
+            return True
+        if value == 0:
+            return False
+    raise ValueError(f"{value!r} is not a boolean")
+
+
+def categorical_value(value: str | float) -> str | None:
+    """One JSON value as ``parse_categorical`` reads a cell: text stripped, a finite number as
+    its category text; None for blank or null-like text. Raises ValueError (true/false too)."""
+    if isinstance(value, str):
+        text = value.strip()
+        return None if text.lower() in NULL_SPELLINGS else text
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return category_of_number(value)
+    raise ValueError(f"{value!r} is not text")
 
 
 def coerce_features(

@@ -2,26 +2,33 @@
 
 Field names, types, bounds, closed category sets, nullability and descriptions all come from the
 contract, so training and serving cannot disagree and the OpenAPI page shows the real fields.
-JSON types are strict: numbers are JSON numbers, booleans are ``true``/``false``, categories are
-strings. ``service.validation`` implements exactly these rules column-wise for large batches.
+Values are read as training reads them (``"Yes"`` and ``0`` are booleans, ``"3168"`` is a
+number), or, for a ``strict`` feature, only as their JSON type: ``service.feature_values``.
+``service.validation`` implements exactly these rules column-wise for large batches.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, create_model
 
-from kernel.contract import DataContract, FeatureSpec
+from kernel.contract import DataContract, FeatureSpec, boolean_value, numeric_value
+from service.feature_values import (
+    CATEGORY_MAX_LENGTH,
+    describe_spellings,
+    feature_json_schema,
+    value_reader,
+)
 
 RiskLevel = Literal["LOW", "MEDIUM", "HIGH"]
 ID_MAX_LENGTH = 128
-CATEGORY_MAX_LENGTH = 100
 
 
 class CustomerBase(BaseModel):
-    """Base of the generated customer model: strict JSON types, unknown fields rejected."""
+    """Base of the generated customer model: after each feature's reader, strict JSON types;
+    unknown fields rejected."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
@@ -32,11 +39,13 @@ def _describe(name: str, spec: FeatureSpec) -> str:
         parts.append("Open set: an unseen value is accepted, scored and flagged.")
     if spec.nullable:
         parts.append("May be null or omitted.")
-    return " ".join(parts) or name.replace("_", " ")
+    parts.append(describe_spellings(spec))
+    return " ".join(parts)
 
 
 def feature_field(name: str, spec: FeatureSpec) -> tuple[Any, Any]:
-    """The pydantic (annotation, Field) of one contract feature."""
+    """The pydantic (annotation, Field) of one contract feature: its reader
+    (``service.feature_values``), then the JSON type, bounds and set pydantic checks."""
     kwargs: dict[str, Any] = {"description": _describe(name, spec)}
     if spec.type == "numeric":
         annotation: Any = float
@@ -54,9 +63,11 @@ def feature_field(name: str, spec: FeatureSpec) -> tuple[Any, Any]:
         kwargs["min_length"] = 1
         kwargs["max_length"] = CATEGORY_MAX_LENGTH
     if spec.nullable:
-        # OpenAPI 3.0 spelling; BentoML flattens pydantic's anyOf-with-null to the bare type
-        return annotation | None, Field(None, json_schema_extra={"nullable": True}, **kwargs)
-    return annotation, Field(..., **kwargs)
+        annotation = annotation | None
+    # The schema is written whole (OpenAPI 3.0's nullable, oneOf of JSON type and text).
+    annotation = Annotated[annotation, BeforeValidator(value_reader(spec)),
+                           WithJsonSchema(feature_json_schema(spec))]
+    return annotation, Field(None if spec.nullable else ..., **kwargs)
 
 
 def example_customer(contract: DataContract, reference_row: dict[str, Any] | None) -> dict:
@@ -76,13 +87,13 @@ def customer_body(contract: DataContract, row: dict[str, Any]) -> dict:
 
 
 def json_value(spec: FeatureSpec, value: Any) -> Any:
-    """A table value as the JSON type the schema takes: null for missing, bool, number, str."""
+    """A typed table value as its JSON type: null for missing, bool, number, str."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
     if spec.type == "boolean":
-        return bool(value)
+        return boolean_value(value if isinstance(value, str) else float(value))
     if spec.type == "numeric":
-        return float(value)
+        return numeric_value(value) if isinstance(value, str) else float(value)
     return str(value)
 
 

@@ -3,15 +3,17 @@
 Building 10,000 pydantic objects and turning them back into columns would eat most of the
 latency budget of a 10,000-row batch. Instead, the body goes straight to columns and each
 column is checked at once against the rules of the pydantic model in ``service.schema``
-(strict JSON types, bounds, closed sets, required/nullable, no unknown fields):
+(how values are read, bounds, closed sets, required/nullable, no unknown fields):
 
 1. a compact body (``{"customers":[{...},{...}]}``, what JSON libraries write) is split into
-   JSON lines and parsed by Arrow's C++ reader with an explicit schema (strict: a string in a
-   number column is a parse error), straight into typed columns;
-2. anything else is decoded by orjson and transposed into columns;
+   JSON lines and parsed by Arrow's C++ reader with an explicit schema, straight into typed
+   columns: the fast path of JSON-native values (a string in a number column is a parse error);
+2. anything else is decoded by orjson and transposed into columns. A column of JSON-native
+   values is checked at once; a column of a lenient feature holding text (``"Yes"``,
+   ``"3168"``) is read by the training parsers of ``kernel.contract``, a column at a time;
 3. a batch that fails any check goes to the pydantic model itself, so a rejected request gets
    exactly pydantic's errors (capped in number). A property test checks that the fast paths
-   accept exactly what pydantic accepts.
+   accept exactly what pydantic accepts, with the same values.
 """
 
 from __future__ import annotations
@@ -21,20 +23,32 @@ from dataclasses import dataclass
 
 import numpy as np
 import orjson
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 from pydantic import BaseModel, ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from kernel.contract import DataContract, FeatureSpec
+from kernel.contract import (
+    DataContract,
+    FeatureSpec,
+    categorical_value,
+    parse_boolean,
+    parse_categorical,
+    parse_numeric,
+    read_text,
+)
+from service.feature_values import listed_values
 from service.schema import CATEGORY_MAX_LENGTH, ID_MAX_LENGTH
 
 MAX_REPORTED_ERRORS = 50
-_MISSING = object()
-_NUMBER = frozenset({int, float})
 _NONE = type(None)
 _COMPACT_HEAD, _COMPACT_TAIL = b'{"customers":[{', b"}]}"
+# JSON types a column may hold as they are, and those a lenient column also reads.
+_NATIVE = {"numeric": {int, float}, "boolean": {bool}, "categorical": {str}}
+_READABLE = {"numeric": {str, int, float}, "boolean": {str, bool, int, float},
+             "categorical": {str, int, float}}
 
 
 @dataclass
@@ -64,6 +78,8 @@ class BatchDecoder:
         self.allowed = frozenset(self.names)
         arrow_types = {"numeric": pa.float64(), "boolean": pa.bool_(), "categorical": pa.string()}
         id_field = [(contract.id, pa.string())] if contract.id else []
+        self.listed = {name: pa.array(listed_values(spec), pa.string())
+                       for name, spec in contract.features.items() if spec.values is not None}
         self.arrow_options = pa_json.ParseOptions(
             explicit_schema=pa.schema(id_field + [
                 (name, arrow_types[spec.type]) for name, spec in contract.features.items()]),
@@ -94,12 +110,8 @@ class BatchDecoder:
             if column.null_count and not spec.nullable:
                 return None  # null or omitted: pydantic tells which
             if spec.type == "categorical":
-                if spec.values is not None:
-                    if not pc.all(pc.is_in(column.drop_null(), pa.array(spec.values))).as_py() \
-                            and len(column.drop_null()):
-                        return None
-                elif not _lengths_within(column.drop_null(), 1, CATEGORY_MAX_LENGTH):
-                    return None
+                if not self._as_sent(column.drop_null(), name, spec):
+                    return None  # text that reads as something else: the slower path reads it
                 features[name] = column.to_numpy(zero_copy_only=False).astype(object)
                 continue
             values = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
@@ -150,10 +162,49 @@ class BatchDecoder:
                 return None
         if self.id is not None and not _valid_ids(values[self.id]):
             return None
+        features = {}
         for name, spec in self.contract.features.items():
-            if not _valid_column(values[name], spec):
+            column = self._column(values[name], name, spec)
+            if column is None:
                 return None
-        return self._columns(values)
+            features[name] = column
+        ids = values[self.id] if self.id else positions(len(rows))
+        return CustomerColumns(ids=ids, features=features)
+
+    def _column(self, values: list, name: str, spec: FeatureSpec) -> np.ndarray | None:
+        """One feature's values as a scorer column (float64 with NaN, or object with None),
+        or None when any value breaks a rule (pydantic then names it)."""
+        kinds = set(map(type, values))
+        has_null = _NONE in kinds
+        kinds.discard(_NONE)
+        if kinds <= _NATIVE[spec.type]:  # the fast case: JSON-native values
+            if spec.type != "categorical":
+                try:
+                    column = np.array(values, dtype=float)  # None -> NaN, bool -> 0/1
+                except OverflowError:  # an integer too large for a float
+                    return None
+                return column if _keeps_rules(column, spec) else None
+            if self._as_sent(pa.array(values, pa.string()).drop_null(), name, spec):
+                if has_null and not spec.nullable:
+                    return None
+                column = np.empty(len(values), dtype=object)
+                column[:] = values
+                return column
+        if spec.strict or not kinds <= _READABLE[spec.type]:
+            return None
+        column = _read(values, kinds, spec)
+        return column if column is not None and _keeps_rules(column, spec) else None
+
+    def _as_sent(self, texts: pa.Array, name: str, spec: FeatureSpec) -> bool:
+        """Whether categorical text (nulls dropped) is valid exactly as sent: in the closed set,
+        or, for an open set, 1..100 characters, not padded and not null-like."""
+        if len(texts) == 0:
+            return True
+        if spec.values is not None:
+            return bool(pc.all(pc.is_in(texts, value_set=self.listed[name])).as_py())
+        read = read_text(texts)  # neither padded nor null-like: reads as itself
+        return (_lengths_within(texts, 1, CATEGORY_MAX_LENGTH) and read.null_count == 0
+                and bool(pc.all(pc.equal(read, texts)).as_py()))
 
     def _columns(self, values: dict[str, list]) -> CustomerColumns:
         rows = len(next(iter(values.values())))
@@ -167,6 +218,76 @@ class BatchDecoder:
             features[name] = array
         ids = values[self.id] if self.id else positions(rows)
         return CustomerColumns(ids=ids, features=features)
+
+
+def _read(values: list, kinds: set[type], spec: FeatureSpec) -> np.ndarray | None:
+    """A lenient column holding text: the text read by the training column parser, numbers
+    (and booleans) by the same rule; None if any value is unreadable."""
+    if spec.type == "categorical" and spec.values is None and \
+            max((len(v) for v in values if type(v) is str), default=0) > CATEGORY_MAX_LENGTH:
+        return None
+    if kinds == {str}:  # text and nulls, as in a CSV file: the column parser reads it whole
+        return _parse(pd.Series(values, dtype=object), spec)
+    objects = np.empty(len(values), dtype=object)
+    objects[:] = values
+    text = np.fromiter((type(v) is str for v in values), dtype=bool, count=len(values))
+    typed = np.fromiter((v is not None and type(v) is not str for v in values), dtype=bool,
+                        count=len(values))  # numbers, and true/false for a boolean feature
+    if spec.type == "categorical":
+        column = np.full(len(values), None, dtype=object)
+        try:
+            column[typed] = [categorical_value(n) for n in objects[typed]]
+        except ValueError:
+            return None
+    else:
+        try:
+            numbers = np.array(objects[typed], dtype=float)  # true/false -> 1/0
+        except OverflowError:
+            return None
+        if spec.type == "boolean":  # the numbers 0/1 only, as parse_boolean reads a number column
+            numbers = _parse(pd.Series(numbers), spec)
+            if numbers is None:
+                return None
+        column = np.full(len(values), np.nan)
+        column[typed] = numbers
+    read = _parse(pd.Series(objects[text], dtype=object), spec)
+    if read is None:
+        return None
+    column[text] = read
+    return column
+
+
+def _parse(raw: pd.Series, spec: FeatureSpec) -> np.ndarray | None:
+    """``raw`` read by the training column parser of the feature's type; None if any value is
+    not readable (unreadable numbers and booleans; a category is always readable)."""
+    if spec.type == "categorical":
+        return parse_categorical(raw).to_numpy()
+    values, unreadable = (parse_numeric if spec.type == "numeric" else parse_boolean)(raw)
+    return None if unreadable.any() else values.to_numpy()
+
+
+def _keeps_rules(column: np.ndarray, spec: FeatureSpec) -> bool:
+    """Nullability, and for numbers finiteness and bounds, of a typed column."""
+    if spec.type == "categorical":
+        missing = np.array([v is None for v in column], dtype=bool)
+        if spec.values is not None:
+            allowed = set(spec.values)
+            if not all(v in allowed for v in column[~missing]):
+                return False
+        elif not all(len(v) <= CATEGORY_MAX_LENGTH for v in column[~missing]):
+            return False
+        return spec.nullable or not missing.any()
+    missing = np.isnan(column)
+    if missing.any() and not spec.nullable:
+        return False
+    if spec.type != "numeric":
+        return True
+    present = column[~missing]
+    if not np.isfinite(present).all():
+        return False
+    if spec.min is not None and (present < spec.min).any():
+        return False
+    return spec.max is None or not (present > spec.max).any()
 
 
 def positions(rows: int) -> list[str]:
@@ -186,36 +307,6 @@ def _valid_ids(values: list) -> bool:
         return False
     lengths = np.fromiter(map(len, values), dtype=np.int64, count=len(values))
     return bool(((lengths >= 1) & (lengths <= ID_MAX_LENGTH)).all())
-
-
-def _valid_column(values: list, spec: FeatureSpec) -> bool:
-    kinds = set(map(type, values))
-    if _NONE in kinds:
-        if not spec.nullable:
-            return False
-        kinds.discard(_NONE)
-    if spec.type == "numeric":
-        if not kinds <= _NUMBER:
-            return False
-        try:
-            array = np.array(values, dtype=float)
-        except OverflowError:  # an integer too large for a float
-            return False
-        present = array[~np.isnan(array)]
-        if not np.isfinite(present).all():
-            return False
-        if spec.min is not None and (present < spec.min).any():
-            return False
-        return spec.max is None or not (present > spec.max).any()
-    if spec.type == "boolean":
-        return kinds <= {bool}
-    if not kinds <= {str}:
-        return False
-    if spec.values is not None:
-        allowed = set(spec.values)
-        return all(v in allowed for v in values if v is not None)
-    lengths = np.fromiter((len(v) for v in values if v is not None), dtype=np.int64)
-    return bool(((lengths >= 1) & (lengths <= CATEGORY_MAX_LENGTH)).all())
 
 
 def _capped(exc: ValidationError) -> ValidationError:

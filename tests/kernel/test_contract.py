@@ -1,16 +1,30 @@
 """Data tests: the contract rejects each kind of bad data with a message naming column, count
-and rule, and reports every problem together."""
+and rule, and reports every problem together; training reads values by the same rule as the API."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kernel.contract import (
+    FALSE_SPELLINGS,
+    NULL_SPELLINGS,
+    NUMBER_PATTERN,
+    TRUE_SPELLINGS,
+    WHITESPACE,
     ContractError,
     ContractViolation,
     DataContract,
+    boolean_value,
+    categorical_value,
+    numeric_value,
+    parse_boolean,
+    parse_categorical,
+    parse_numeric,
     split_valid_rows,
     validate_training_data,
 )
@@ -151,3 +165,152 @@ def test_collapsed_labels_are_refused_with_the_rate(contract):
         validate_training_data(pd.DataFrame(frame), contract)
     assert 'column "churned": 30 rows positive (1), a rate of 0.30%, below ' \
            "min_positive_rate 0.50%" in str(raised.value)
+
+
+# --- One parsing rule: the value parsers (API) read what the column parsers (training) read ---
+
+SPELLINGS = sorted(TRUE_SPELLINGS | FALSE_SPELLINGS | NULL_SPELLINGS)
+
+
+@st.composite
+def written(draw, words):
+    """A word as a spreadsheet might hold it: any case, padded with any whitespace."""
+    word = "".join(c.upper() if draw(st.booleans()) else c for c in draw(words))
+    pad = st.text(st.sampled_from(WHITESPACE), max_size=2)
+    return draw(pad) + word + draw(pad)
+
+
+CELL_TEXT = st.one_of(
+    written(st.sampled_from(SPELLINGS)),
+    written(st.from_regex(NUMBER_PATTERN, fullmatch=True)),
+    written(st.sampled_from(["inf", "-Infinity", "1_000", "1,000", "0x10", "1e400", "١٢", "- 5",
+                             "maybe", "yes please", "1.00", "-0", "+1", "N/A", "\u212a"])),
+    st.text(max_size=8),
+)
+
+
+def _read_each(read, values):
+    """The value parser over each value: its result, or "error"."""
+    out = []
+    for value in values:
+        try:
+            out.append(read(value))
+        except ValueError:
+            out.append("error")
+    return out
+
+
+def _as_column(values, unreadable):
+    return ["error" if bad else (None if v != v else v) for v, bad in
+            zip(values.tolist(), unreadable, strict=True)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(CELL_TEXT, min_size=1, max_size=30))
+def test_value_parsers_read_text_as_the_column_parsers_do(cells):
+    column = pd.Series(cells, dtype=object)
+    values, unreadable = parse_numeric(column)
+    assert _as_column(values, unreadable) == _read_each(numeric_value, cells)
+    values, unreadable = parse_boolean(column)
+    expected = [v if v in ("error", None) else float(v) for v in _read_each(boolean_value, cells)]
+    assert _as_column(values, unreadable) == expected
+    assert parse_categorical(column).tolist() == _read_each(categorical_value, cells)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(allow_nan=False, allow_infinity=False)
+                | st.sampled_from([0.0, -0.0, 1.0, 2.0, 0.5, 1e20, 3.0]), min_size=1,
+                max_size=20),
+       st.lists(st.integers(-2**62, 2**62) | st.sampled_from([0, 1, 2]), min_size=1,
+                max_size=20))
+def test_value_parsers_read_numbers_as_the_column_parsers_do(floats, integers):
+    for numbers, dtype in ((floats, float), (integers, "int64")):
+        column = pd.Series(numbers, dtype=dtype)
+        values, unreadable = parse_numeric(column)
+        assert _as_column(values, unreadable) == [float(n) for n in numbers]
+        values, unreadable = parse_boolean(column)
+        expected = _read_each(boolean_value, numbers)
+        assert _as_column(values, unreadable) == [
+            v if v == "error" else float(v) for v in expected]
+        assert parse_categorical(column).tolist() == _read_each(categorical_value, numbers)
+
+
+@pytest.mark.parametrize(("text", "number"), [
+    ("3168", 3168.0), (" 3168 ", 3168.0), ("\t-1.5e3\n", -1500.0), (".5", 0.5), ("5.", 5.0),
+    ("+7", 7.0), ("0005", 5.0), ("1E-3", 0.001), ("", None), (" N/A ", None), ("null", None),
+    ("0.000008631789223499", 0.000008631789223499),  # pandas' to_numeric reads 8.6317892234e-06
+    ("29.9711890537384775", 29.9711890537384775),
+])
+def test_numbers_stored_as_text_read_as_float_reads_them(text, number):
+    assert numeric_value(text) == number
+    values, unreadable = parse_numeric(pd.Series([text], dtype=object))
+    assert not unreadable.any()
+    assert (values.iloc[0] == number) if number is not None else values.isna().all()
+
+
+@pytest.mark.parametrize("text", ["inf", "-Infinity", "NaN?", "1e400", "1_000", "1,000", "0x10",
+                                  "١٢", "- 5", "twelve", "1.5.2", "e5", "."])
+def test_text_that_is_no_finite_number_is_refused_by_both(text):
+    with pytest.raises(ValueError):
+        numeric_value(text)
+    assert parse_numeric(pd.Series([text], dtype=object))[1].all()
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (True, True), (False, False), (1, True), (0, False), (1.0, True), (0.0, False),
+    ("Yes", True), (" no ", False), ("TRUE", True), ("f", False), ("On", True), ("1.0", True),
+    ("0", False), ("", None), ("NA", None), ("none", None),
+])
+def test_booleans_take_every_spelling_of_the_contract(value, expected):
+    assert boolean_value(value) is expected
+
+
+@pytest.mark.parametrize("value", [2, -1, 0.5, "maybe", "1.00", "yess", "T R U E"])
+def test_other_booleans_are_refused(value):
+    with pytest.raises(ValueError):
+        boolean_value(value)
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (" premium ", "premium"), ("N/A", None), ("", None), (1, "1"), (1.0, "1"), (2.5, "2.5"),
+    (-0.0, "0"), (10**20, str(10**20)),
+])
+def test_categories_are_stripped_text_and_numbers_their_digits(value, expected):
+    assert categorical_value(value) == expected
+
+
+def test_true_false_is_neither_a_number_nor_a_category():
+    for read in (numeric_value, categorical_value):
+        with pytest.raises(ValueError):
+            read(True)
+
+
+def test_spellings_compare_alike_under_ascii_and_unicode_lower_casing():
+    # The column parsers lower-case with Arrow's ascii_lower, the value parsers with str.lower:
+    # equal on spellings only if no non-ASCII character lower-cases into their alphabet.
+    alphabet = set("".join(SPELLINGS))
+    clashes = [hex(c) for c in range(0x80, 0x110000) if set(chr(c).lower()) & alphabet]
+    assert clashes == []
+
+
+def test_whitespace_is_exactly_what_str_strip_removes():
+    assert all(not chr(c).isspace() for c in range(0x3001, 0x110000))
+    padded = WHITESPACE + "x" + WHITESPACE
+    assert padded.strip() == "x"
+    assert parse_categorical(pd.Series([padded], dtype=object)).tolist() == ["x"]
+
+
+def test_strict_is_an_api_option_training_reads_the_column_as_usual(customers, contract):
+    strict = DataContract.from_dict({**contract.model_dump(), "features": {
+        **contract.model_dump()["features"],
+        "auto_renew_enabled": {"type": "boolean", "strict": True}}})
+    assert strict.features["auto_renew_enabled"].strict
+    assert not contract.features["auto_renew_enabled"].strict  # lenient unless it says so
+    # Stored with the model; written only where set, so older releases still read the entry.
+    assert strict.to_yaml().count("strict:") == 1
+    assert DataContract.from_dict(yaml.safe_load(strict.to_yaml())) == strict
+    text = customers.assign(auto_renew_enabled=np.where(customers["auto_renew_enabled"] == 1,
+                                                        "Yes", "No"))
+    result = validate_training_data(text, strict)
+    assert result.features["auto_renew_enabled"].tolist() == \
+        customers["auto_renew_enabled"].astype(float).tolist()

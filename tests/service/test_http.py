@@ -56,6 +56,65 @@ def test_batch_over_http(server, bodies, trained_entry):
     assert payload["model_version"] == trained_entry.version
 
 
+def test_a_csv_export_scores_alike_through_churn_score_predict_and_predict_batch(
+        server, trained_entry, tmp_path):
+    """Rows as a CRM export holds them: yes/no booleans, numbers stored as text (padded, in
+    exponent form), blank or "NA" for missing values, padded categories. ``churn score`` on the
+    CSV, ``/predict`` and ``/predict_batch`` on its rows (every value a string) answer alike,
+    and as for the same customers sent as JSON numbers and booleans."""
+    import csv
+
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from churn_cli import app
+    from tests.servers import request_bodies
+
+    contract = trained_entry.contract
+    typed = request_bodies(trained_entry, 40, prefix="CSV")
+    table = pd.DataFrame(typed)
+    for i, (name, spec) in enumerate(contract.features.items()):
+        column = table[name]
+        if spec.type == "boolean":
+            yes, no = [("Yes", "No"), ("yes", "no"), ("TRUE", "false"), ("1", "0")][i % 4]
+            text = column.map(lambda v, yes=yes, no=no: yes if v else no)
+        elif spec.type == "numeric":  # 17 significant digits: the same float, written as text
+            text = column.map(lambda v, i=i: "NA" if v is None else
+                              f" {v:.17e} " if i % 2 else repr(v))
+        else:
+            text = column.map(lambda v: f" {v}  ")
+        table[name] = text.where(column.notna(), "")
+    assert (table["discount_applied"].isin(["Yes", "No", "yes", "no", "TRUE", "false", "1", "0"])
+            ).all()
+    source, scores = tmp_path / "crm_export.csv", tmp_path / "scores.parquet"
+    table.to_csv(source, index=False)
+
+    result = CliRunner().invoke(app, ["score", "--input", str(source), "--output", str(scores)])
+    assert result.exit_code == 0, result.output
+    assert "rejected 0 rows" in result.output
+    offline = pd.read_parquet(scores).set_index(contract.id)
+
+    with source.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))  # every value a string, as the file holds it
+    assert rows[0]["tenure_days"] == table["tenure_days"][0]
+    with ThreadPoolExecutor(8) as pool:
+        single = list(pool.map(lambda row: httpx.post(f"{server.url}/predict", json=row,
+                                                      timeout=30), rows))
+    assert [r.status_code for r in single] == [200] * len(rows), single[0].text
+    batch = httpx.post(f"{server.url}/predict_batch", json={"customers": rows}, timeout=30)
+    assert batch.status_code == 200, batch.text
+    native = httpx.post(f"{server.url}/predict_batch", json={"customers": typed}, timeout=30)
+
+    for answers in ([r.json() for r in single], batch.json()["predictions"],
+                    native.json()["predictions"]):
+        assert [a["customer_id"] for a in answers] == offline.index.tolist()
+        np.testing.assert_allclose([a["churn_probability"] for a in answers],
+                                   offline["churn_probability"], rtol=0, atol=1e-12)
+        assert [a["risk_level"] for a in answers] == offline["risk_level"].tolist()
+        assert [a["will_churn"] for a in answers] == offline["will_churn"].tolist()
+        assert [a["unseen_categories"] for a in answers] == [[]] * len(rows)
+
+
 def test_metrics_add_up_across_two_workers(server, bodies, trained_entry):
     before = scrape(server.url)
     n = 120
@@ -108,15 +167,26 @@ JUNK = st.sampled_from([None, "", "12", "x" * 200, True, -1, 1e308, -1e308, [1],
 
 
 def _from_property(schema: dict, clean: bool) -> st.SearchStrategy:
+    if "oneOf" in schema:  # the JSON type, then text the contract reads (numbers, yes/no...)
+        members = [_from_property(member, True) for member in schema["oneOf"]]
+        # Text members do not carry the bounds of a number: a clean customer sends JSON types.
+        return members[0] if clean else st.one_of(*members, JUNK)
     if "enum" in schema:
         good = st.sampled_from(schema["enum"])
+    elif "pattern" in schema:
+        good = st.from_regex(schema["pattern"], fullmatch=True)
     elif schema.get("type") == "number":
-        good = st.floats(schema.get("minimum"), schema.get("maximum"), allow_nan=False)
+        good = st.floats(schema.get("minimum"), schema.get("maximum"), allow_nan=False,
+                         allow_infinity=False)
     elif schema.get("type") == "boolean":
         good = st.booleans()
     else:
         good = st.text(min_size=schema.get("minLength", 0),
                        max_size=min(schema.get("maxLength", 20), 20))
+    if "not" in schema:  # text read as null (or a listed value as sent)
+        refused = schema["not"]
+        good = good.filter(lambda v: v not in refused.get("enum", []) and not (
+            "pattern" in refused and re.search(refused["pattern"], v)))
     if schema.get("nullable"):
         good = good | st.none()
     return good if clean else st.one_of(good, good, good, good, JUNK)

@@ -76,9 +76,13 @@ def test_asgi_unseen_category_is_accepted_and_flagged(client, bodies):
 @pytest.mark.parametrize("change, field, rule", [
     ({"tenure_days": -1}, "tenure_days", "greater_than_equal"),
     ({"plan": "platinum"}, "plan", "literal_error"),
-    ({"monthly_charge": "12"}, "monthly_charge", "float_type"),
-    ({"discount_applied": "yes"}, "discount_applied", "bool_type"),
+    ({"monthly_charge": "twelve"}, "monthly_charge", "float_parsing"),
+    ({"monthly_charge": "3e3"}, "monthly_charge", "less_than_equal"),  # text keeps the bounds
+    ({"discount_applied": "maybe"}, "discount_applied", "bool_parsing"),
+    ({"discount_applied": 2}, "discount_applied", "bool_parsing"),
+    ({"region": True}, "region", "string_type"),
     ({"profiles": None}, "profiles", "float_type"),
+    ({"profiles": " N/A "}, "profiles", "float_type"),  # null-like text is null
     ({"surprise": 1}, "surprise", "extra_forbidden"),
 ])
 def test_asgi_bad_fields_are_400_naming_field_and_rule(client, bodies, change, field, rule):
@@ -92,6 +96,19 @@ def test_asgi_bad_fields_are_400_naming_field_and_rule(client, bodies, change, f
         detail = response.json()["detail"]
         assert any(d["loc"] == loc and d["type"] == rule for d in detail), detail
         assert "Traceback" not in response.text
+
+
+def test_asgi_text_spellings_answer_as_their_json_values(client, bodies):
+    """A row as a CSV export holds it (every value text) is scored as its JSON values."""
+    typed = bodies[2]
+    text = {name: ("Yes" if value else "no") if isinstance(value, bool)
+            else "" if value is None else f" {value} " for name, value in typed.items()}
+    text["customer_id"] = typed["customer_id"]
+    text["auto_renew_enabled"] = 1 if typed["auto_renew_enabled"] else 0
+    expected = client.post("/predict", json=typed).json()
+    assert client.post("/predict", json=text).json() == expected
+    batch = client.post("/predict_batch", json={"customers": [text, typed]}).json()
+    assert batch["predictions"] == [expected, expected]
 
 
 def test_asgi_missing_field_empty_list_over_max_malformed_oversized(client, bodies,
@@ -116,9 +133,11 @@ def test_asgi_docs_show_the_contract_fields(client, trained_entry):
         "schema"]
     contract = trained_entry.contract
     assert set(schema["properties"]) == {contract.id, *contract.features}
-    assert schema["properties"]["tenure_days"]["minimum"] == contract.features["tenure_days"].min
-    assert schema["properties"]["plan"]["enum"] == contract.features["plan"].values
-    assert schema["properties"]["satisfaction_score"]["nullable"] is True
+    number, text = schema["properties"]["tenure_days"]["oneOf"]
+    assert number["minimum"] == contract.features["tenure_days"].min
+    assert text["type"] == "string" and "pattern" in text  # numbers stored as text
+    assert schema["properties"]["plan"]["oneOf"][0]["enum"] == contract.features["plan"].values
+    assert schema["properties"]["satisfaction_score"]["oneOf"][0]["nullable"] is True
     assert set(schema["example"]) == set(schema["properties"])
     answer = spec["paths"]["/predict"]["post"]["responses"]["200"]["content"][
         "application/json"]["schema"]
