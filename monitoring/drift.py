@@ -2,9 +2,10 @@
 
 Pure functions of DataFrames. Evidently (0.7, ``DataDriftPreset``) gives the per-feature
 drift score and verdict with the method it fits to size and type (KS / chi-squared / z-test up
-to 1000 reference rows, normed Wasserstein / Jensen-Shannon above). Beside it, computed here:
-PSI per feature (quantile bins from the reference, categories as bins, missing values as a bin
-of their own), missing-value share and the share of categories the model never saw.
+to 1000 reference rows, normed Wasserstein / Jensen-Shannon above). Beside it, counted by
+``monitoring.drift_statistics``: PSI per feature (``monitoring.psi``: quantile bins from the
+reference, categories as bins, missing values as a bin of their own), missing-value share and
+the share of categories the model never saw.
 Evidently is imported inside functions: importing it takes seconds.
 """
 
@@ -22,17 +23,11 @@ from kernel.contract import ContractViolation, DataContract, coerce_features
 from kernel.model import ChurnModel
 from kernel.store import PROBABILITY_COLUMN
 from monitoring.config import DriftSettings
-from monitoring.drift_statistics import (
-    MISSING,
-    DriftStatistics,
-    psi_from_statistics,
-    reference_edges,
-)
+from monitoring.drift_statistics import DriftStatistics, psi_from_statistics, reference_edges
 from monitoring.estimate import CalibrationCheck, PerformanceEstimate
+from monitoring.psi import PsiBand, psi_band
 
 log = logging.getLogger("churn.monitoring")
-
-PsiBand = Literal["stable", "watch", "drift"]
 
 
 class DriftVerdict(BaseModel):
@@ -105,52 +100,6 @@ class CurrentData:
     frame: pd.DataFrame  # typed contract features + churn_probability
     rejected_rows: int
     rescored_rows: int
-
-
-def psi_band(psi: float, watch: float = 0.1, drift: float = 0.25) -> PsiBand:
-    """The usual reading: below ``watch`` stable, up to ``drift`` watch, above it drift."""
-    if psi < watch:
-        return "stable"
-    return "watch" if psi <= drift else "drift"
-
-
-def _psi_from_shares(reference: np.ndarray, current: np.ndarray, epsilon: float) -> float:
-    reference = np.maximum(reference, epsilon)
-    current = np.maximum(current, epsilon)
-    return float(np.sum((current - reference) * np.log(current / reference)))
-
-
-def psi_numeric(
-    reference: pd.Series, current: pd.Series, bins: int = 10, epsilon: float = 1e-4
-) -> float:
-    """Population stability index over reference-quantile bins (+ a bin for missing values)."""
-    ref = pd.to_numeric(reference, errors="coerce").to_numpy(dtype=float)
-    cur = pd.to_numeric(current, errors="coerce").to_numpy(dtype=float)
-    if len(ref) == 0 or len(cur) == 0:
-        return float("nan")
-    present = ref[~np.isnan(ref)]
-    edges = (np.unique(np.quantile(present, np.linspace(0, 1, bins + 1)[1:-1]))
-             if len(present) else np.array([]))
-
-    def shares(values: np.ndarray) -> np.ndarray:
-        missing = np.isnan(values)
-        index = np.searchsorted(edges, values[~missing], side="right")
-        counts = np.bincount(index, minlength=len(edges) + 1).astype(float)
-        return np.append(counts, missing.sum()) / len(values)
-
-    return _psi_from_shares(shares(ref), shares(cur), epsilon)
-
-
-def psi_categorical(reference: pd.Series, current: pd.Series, epsilon: float = 1e-4) -> float:
-    """PSI with one bin per category seen in either sample (+ missing); new ones get epsilon."""
-    if len(reference) == 0 or len(current) == 0:
-        return float("nan")
-    ref = reference.astype(object).where(reference.notna(), MISSING).astype(str)
-    cur = current.astype(object).where(current.notna(), MISSING).astype(str)
-    categories = sorted(set(ref) | set(cur))
-    ref_shares = ref.value_counts(normalize=True).reindex(categories, fill_value=0.0)
-    cur_shares = cur.value_counts(normalize=True).reindex(categories, fill_value=0.0)
-    return _psi_from_shares(ref_shares.to_numpy(), cur_shares.to_numpy(), epsilon)
 
 
 def prepare_current(
