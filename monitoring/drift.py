@@ -2,9 +2,10 @@
 
 Pure functions of DataFrames. Evidently (0.7, ``DataDriftPreset``) gives the per-feature
 drift score and verdict with the method it fits to size and type (KS / chi-squared / z-test up
-to 1000 reference rows, normed Wasserstein / Jensen-Shannon above). Beside it, computed here:
-PSI per feature (quantile bins from the reference, categories as bins, missing values as a bin
-of their own), missing-value share and the share of categories the model never saw.
+to 1000 reference rows, normed Wasserstein / Jensen-Shannon above). Beside it, counted by
+``monitoring.drift_statistics``: PSI per feature (``monitoring.psi``: quantile bins from the
+reference, categories as bins, missing values as a bin of their own), missing-value share and
+the share of categories the model never saw.
 Evidently is imported inside functions: importing it takes seconds.
 """
 
@@ -22,17 +23,11 @@ from kernel.contract import ContractViolation, DataContract, coerce_features
 from kernel.model import ChurnModel
 from kernel.store import PROBABILITY_COLUMN
 from monitoring.config import DriftSettings
-from monitoring.drift_statistics import (
-    MISSING,
-    DriftStatistics,
-    psi_from_statistics,
-    reference_edges,
-)
+from monitoring.drift_statistics import DriftStatistics, psi_from_statistics, reference_edges
 from monitoring.estimate import CalibrationCheck, PerformanceEstimate
+from monitoring.psi import PsiBand, psi_band
 
 log = logging.getLogger("churn.monitoring")
-
-PsiBand = Literal["stable", "watch", "drift"]
 
 
 class DriftVerdict(BaseModel):
@@ -107,52 +102,6 @@ class CurrentData:
     rescored_rows: int
 
 
-def psi_band(psi: float, watch: float = 0.1, drift: float = 0.25) -> PsiBand:
-    """The usual reading: below ``watch`` stable, up to ``drift`` watch, above it drift."""
-    if psi < watch:
-        return "stable"
-    return "watch" if psi <= drift else "drift"
-
-
-def _psi_from_shares(reference: np.ndarray, current: np.ndarray, epsilon: float) -> float:
-    reference = np.maximum(reference, epsilon)
-    current = np.maximum(current, epsilon)
-    return float(np.sum((current - reference) * np.log(current / reference)))
-
-
-def psi_numeric(
-    reference: pd.Series, current: pd.Series, bins: int = 10, epsilon: float = 1e-4
-) -> float:
-    """Population stability index over reference-quantile bins (+ a bin for missing values)."""
-    ref = pd.to_numeric(reference, errors="coerce").to_numpy(dtype=float)
-    cur = pd.to_numeric(current, errors="coerce").to_numpy(dtype=float)
-    if len(ref) == 0 or len(cur) == 0:
-        return float("nan")
-    present = ref[~np.isnan(ref)]
-    edges = (np.unique(np.quantile(present, np.linspace(0, 1, bins + 1)[1:-1]))
-             if len(present) else np.array([]))
-
-    def shares(values: np.ndarray) -> np.ndarray:
-        missing = np.isnan(values)
-        index = np.searchsorted(edges, values[~missing], side="right")
-        counts = np.bincount(index, minlength=len(edges) + 1).astype(float)
-        return np.append(counts, missing.sum()) / len(values)
-
-    return _psi_from_shares(shares(ref), shares(cur), epsilon)
-
-
-def psi_categorical(reference: pd.Series, current: pd.Series, epsilon: float = 1e-4) -> float:
-    """PSI with one bin per category seen in either sample (+ missing); new ones get epsilon."""
-    if len(reference) == 0 or len(current) == 0:
-        return float("nan")
-    ref = reference.astype(object).where(reference.notna(), MISSING).astype(str)
-    cur = current.astype(object).where(current.notna(), MISSING).astype(str)
-    categories = sorted(set(ref) | set(cur))
-    ref_shares = ref.value_counts(normalize=True).reindex(categories, fill_value=0.0)
-    cur_shares = cur.value_counts(normalize=True).reindex(categories, fill_value=0.0)
-    return _psi_from_shares(ref_shares.to_numpy(), cur_shares.to_numpy(), epsilon)
-
-
 def prepare_current(
     raw: pd.DataFrame, contract: DataContract, model: ChurnModel, model_version: str | None
 ) -> CurrentData:
@@ -204,11 +153,21 @@ def _evidently_frame(
     return out
 
 
-def _run_evidently(
+@dataclass(frozen=True)
+class ColumnTest:
+    """Evidently's drift test of one column: its method, threshold, score and verdict."""
+
+    method: str
+    threshold: float | None
+    score: float | None
+    detected: bool
+
+
+def run_evidently(
     reference: pd.DataFrame, current: pd.DataFrame, contract: DataContract,
     columns: list[str], drift_share: float,
-) -> tuple[dict[str, tuple[str, float | None, float, bool]], Any]:
-    """Per column: (method, threshold, score, detected), and the snapshot for the HTML."""
+) -> tuple[dict[str, ColumnTest], Any]:
+    """Evidently's test of each of ``columns``, and the snapshot for the HTML report."""
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import ValueDrift
     from evidently.presets import DataDriftPreset
@@ -231,16 +190,88 @@ def _run_evidently(
     content = snapshot.dict()
     failed = {t["metric_config"]["metric_id"]: t["status"] == "FAIL"
               for t in content.get("tests", []) if t.get("id") == "drift"}
-    verdicts: dict[str, tuple[str, float | None, float, bool]] = {}
+    tests: dict[str, ColumnTest] = {}
     for metric in content["metrics"]:
         config = metric["config"]
         if not config.get("type", "").endswith(":ValueDrift"):
             continue
-        verdicts[config["column"]] = (
+        tests[config["column"]] = ColumnTest(
             str(config.get("method")), config.get("threshold"), float(metric["value"]),
             bool(failed.get(metric["id"], False)),
         )
-    return verdicts, snapshot
+    return tests, snapshot
+
+
+def undecided_result(reference_rows: int, current: DriftStatistics, evidently_rows: int | None,
+                     settings: DriftSettings) -> DriftResult:
+    """The result before any test: row counts, thresholds, and ``insufficient_data`` when
+    fewer than ``settings.min_rows`` current rows were counted (then it is the final one)."""
+    return DriftResult(reference_rows=reference_rows, current_rows=current.rows,
+                       evidently_rows=evidently_rows, min_rows=settings.min_rows,
+                       insufficient_data=current.rows < settings.min_rows,
+                       drift_share_threshold=settings.drift_share)
+
+
+def columns_to_test(reference: pd.DataFrame, current: pd.DataFrame,
+                     contract: DataContract) -> list[str]:
+    """The columns Evidently can test: the features with values on both sides (an all-missing
+    column is judged by PSI alone), then the probability when both sides have it."""
+    features = [c for c in contract.features
+                if reference[c].notna().any() and current[c].notna().any()]
+    with_prediction = (PROBABILITY_COLUMN in reference.columns
+                       and PROBABILITY_COLUMN in current.columns)
+    return features + ([PROBABILITY_COLUMN] if with_prediction else [])
+
+
+def feature_drift(
+    column: str, contract: DataContract, test: ColumnTest | None, reference: DriftStatistics,
+    current: DriftStatistics, vocabulary: list[str] | None, settings: DriftSettings,
+) -> FeatureDrift:
+    """One feature's verdict: Evidently's ``test``, or without one (no values on one side)
+    PSI above ``settings.psi_drift``; its PSI, missing shares, and for a categorical feature
+    with a ``vocabulary`` (the categories the model saw) the share of values outside it."""
+    kind = contract.features[column].type
+    psi = psi_from_statistics(reference, current, column, settings.psi_epsilon)
+    unseen_share, unseen_values = 0.0, []
+    if kind == "categorical" and vocabulary is not None:
+        unseen_share, unseen_values = current.unseen(column, vocabulary)
+    if test is None:
+        test = ColumnTest("PSI only (no values on one side)", settings.psi_drift, None,
+                          psi > settings.psi_drift)
+    return FeatureDrift(
+        feature=column, kind=kind, method=test.method, threshold=test.threshold,
+        score=test.score, detected=test.detected, psi=psi,
+        psi_band=psi_band(psi, settings.psi_watch, settings.psi_drift),
+        missing_share=current.missing_share(column),
+        reference_missing_share=reference.missing_share(column),
+        unseen_share=unseen_share, unseen_values=unseen_values,
+    )
+
+
+def prediction_drift(test: ColumnTest, reference: DriftStatistics, current: DriftStatistics,
+                     reference_mean: float, settings: DriftSettings) -> PredictionDrift:
+    """The predicted probability's verdict (Evidently's ``test``), its PSI and mean on both
+    sides (``reference_mean`` as the reference rows give it; the current one from the sum)."""
+    psi = psi_from_statistics(reference, current, PROBABILITY_COLUMN, settings.psi_epsilon)
+    return PredictionDrift(
+        method=test.method, threshold=test.threshold, score=test.score,
+        detected=test.detected, psi=psi,
+        psi_band=psi_band(psi, settings.psi_watch, settings.psi_drift),
+        reference_mean=reference_mean, current_mean=current.probability_sum / current.rows,
+    )
+
+
+def drift_verdict(undecided: DriftResult, features: list[FeatureDrift],
+                  prediction: PredictionDrift | None, drift_share: float) -> DriftResult:
+    """The data-drift verdict: detected when at least ``drift_share`` of the features
+    drifted. Raises ZeroDivisionError without features."""
+    drifted = [f.feature for f in features if f.detected]
+    share = len(drifted) / len(features)
+    return undecided.model_copy(update={
+        "drift_share": share, "drifted_features": drifted,
+        "drift_detected": share >= drift_share, "features": features,
+        "prediction": prediction,
+    })
 
 
 def detect_drift(
@@ -264,63 +295,17 @@ def detect_drift(
     counted = (statistics if statistics is not None
                else DriftStatistics.of(current, contract, edges))
     sampled = statistics is not None and len(current) < counted.rows
-    base = DriftResult(reference_rows=len(reference), current_rows=counted.rows,
-                       evidently_rows=len(current) if sampled else None,
-                       min_rows=settings.min_rows,
-                       insufficient_data=counted.rows < settings.min_rows,
-                       drift_share_threshold=settings.drift_share)
-    if base.insufficient_data:
-        return DriftRun(result=base, snapshot=None)
+    undecided = undecided_result(len(reference), counted, len(current) if sampled else None,
+                                 settings)
+    if undecided.insufficient_data:
+        return DriftRun(result=undecided, snapshot=None)
     counted_reference = DriftStatistics.of(reference, contract, edges)
-
-    features = list(contract.features)
-    with_prediction = (PROBABILITY_COLUMN in reference.columns
-                       and PROBABILITY_COLUMN in current.columns)
-    # Evidently needs values on both sides; an all-missing column is judged by PSI alone.
-    testable = [c for c in features if reference[c].notna().any() and current[c].notna().any()]
-    columns = testable + ([PROBABILITY_COLUMN] if with_prediction else [])
-    verdicts, snapshot = _run_evidently(reference, current, contract, columns,
-                                        settings.drift_share)
-
-    def band(value: float) -> PsiBand:
-        return psi_band(value, settings.psi_watch, settings.psi_drift)
-
-    results = []
-    for column in features:
-        kind = contract.features[column].type
-        psi = psi_from_statistics(counted_reference, counted, column, settings.psi_epsilon)
-        unseen_share, unseen_values = 0.0, []
-        if kind == "categorical" and column in categories:
-            unseen_share, unseen_values = counted.unseen(column, categories[column])
-        if column in verdicts:
-            method, threshold, score, detected = verdicts[column]
-        else:
-            method, threshold, score = "PSI only (no values on one side)", settings.psi_drift, None
-            detected = psi > settings.psi_drift
-        results.append(FeatureDrift(
-            feature=column, kind=kind, method=method, threshold=threshold, score=score,
-            detected=detected, psi=psi, psi_band=band(psi),
-            missing_share=counted.missing_share(column),
-            reference_missing_share=counted_reference.missing_share(column),
-            unseen_share=unseen_share, unseen_values=unseen_values,
-        ))
-
-    prediction = None
-    if with_prediction:
-        method, threshold, score, detected = verdicts[PROBABILITY_COLUMN]
-        psi = psi_from_statistics(counted_reference, counted, PROBABILITY_COLUMN,
-                                  settings.psi_epsilon)
-        prediction = PredictionDrift(
-            method=method, threshold=threshold, score=score, detected=detected, psi=psi,
-            psi_band=band(psi), reference_mean=float(reference[PROBABILITY_COLUMN].mean()),
-            current_mean=counted.probability_sum / counted.rows,
-        )
-
-    drifted = [f.feature for f in results if f.detected]
-    share = len(drifted) / len(results)
-    result = base.model_copy(update={
-        "drift_share": share, "drifted_features": drifted,
-        "drift_detected": share >= settings.drift_share, "features": results,
-        "prediction": prediction,
-    })
-    return DriftRun(result=result, snapshot=snapshot)
+    columns = columns_to_test(reference, current, contract)
+    tests, snapshot = run_evidently(reference, current, contract, columns, settings.drift_share)
+    features = [feature_drift(column, contract, tests.get(column), counted_reference, counted,
+                              categories.get(column), settings) for column in contract.features]
+    prediction = (prediction_drift(tests[PROBABILITY_COLUMN], counted_reference, counted,
+                                   float(reference[PROBABILITY_COLUMN].mean()), settings)
+                  if PROBABILITY_COLUMN in columns else None)
+    return DriftRun(result=drift_verdict(undecided, features, prediction, settings.drift_share),
+                    snapshot=snapshot)

@@ -26,30 +26,19 @@ import pandas as pd
 from kernel.contract import DataContract
 from kernel.store import PROBABILITY_COLUMN
 from monitoring.estimate import PerformanceEstimate
+from monitoring.psi import MISSING, bin_counts, psi_from_shares, quantile_edges, value_text
 
-MISSING = "<missing>"
 PROBABILITY_BINS = 2**16
 
 
 def reference_edges(reference: pd.DataFrame, contract: DataContract, bins: int
                     ) -> dict[str, np.ndarray]:
     """Inner quantile edges of each numeric feature (and the probability) in the reference,
-    as ``monitoring.drift.psi_numeric`` takes them."""
+    as ``monitoring.psi.psi_numeric`` cuts them."""
     columns = [c for c in contract.numeric if c in reference.columns]
     if PROBABILITY_COLUMN in reference.columns:
         columns.append(PROBABILITY_COLUMN)
-    edges = {}
-    for column in columns:
-        values = pd.to_numeric(reference[column], errors="coerce").to_numpy(dtype=float)
-        present = values[~np.isnan(values)]
-        edges[column] = (np.unique(np.quantile(present, np.linspace(0, 1, bins + 1)[1:-1]))
-                         if len(present) else np.array([]))
-    return edges
-
-
-def value_text(values: pd.Series) -> pd.Series:
-    """Values as the text PSI and the unseen-category share count (missing as ``<missing>``)."""
-    return values.astype(object).where(values.notna(), MISSING).astype(str)
+    return {column: quantile_edges(reference[column], bins) for column in columns}
 
 
 @dataclass
@@ -135,13 +124,13 @@ class DriftStatistics:
             series = frame[column]
             missing[column] = int(series.isna().sum())
             if spec.type == "numeric":
-                bins[column] = _bin_counts(series, edges[column])
+                bins[column] = bin_counts(series, edges[column])
             else:
                 values[column] = value_text(series).value_counts().to_dict()
         probability_sum, histogram = 0.0, None
         if PROBABILITY_COLUMN in frame.columns and PROBABILITY_COLUMN in edges:
             probability = frame[PROBABILITY_COLUMN]
-            bins[PROBABILITY_COLUMN] = _bin_counts(probability, edges[PROBABILITY_COLUMN])
+            bins[PROBABILITY_COLUMN] = bin_counts(probability, edges[PROBABILITY_COLUMN])
             probability_sum = float(probability.sum())
             if threshold is not None:
                 histogram = ProbabilityHistogram.of(probability.to_numpy(dtype=float),
@@ -183,14 +172,6 @@ class DriftStatistics:
         return share, sorted(unseen)[:limit]
 
 
-def _bin_counts(values: pd.Series, edges: np.ndarray) -> np.ndarray:
-    numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
-    missing = np.isnan(numbers)
-    index = np.searchsorted(edges, numbers[~missing], side="right")
-    counts = np.bincount(index, minlength=len(edges) + 1)
-    return np.append(counts, missing.sum()).astype(np.int64)
-
-
 def _add(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray:
     if a is None:
         return b
@@ -201,15 +182,13 @@ def psi_from_statistics(reference: DriftStatistics, current: DriftStatistics, co
                         epsilon: float) -> float:
     """PSI of ``column`` between two counted slices: the same number as ``psi_numeric`` /
     ``psi_categorical`` over the rows themselves. NaN when either side has no rows."""
-    from monitoring.drift import _psi_from_shares
-
     if reference.rows == 0 or current.rows == 0:
         return float("nan")
     if column in reference.bins:
-        return _psi_from_shares(reference.bins[column] / reference.rows,
+        return psi_from_shares(reference.bins[column] / reference.rows,
                                 current.bins[column] / current.rows, epsilon)
     ref, cur = reference.values[column], current.values[column]
     categories = sorted(ref.keys() | cur.keys())
     ref_shares = np.array([ref.get(c, 0) for c in categories]) / reference.rows
     cur_shares = np.array([cur.get(c, 0) for c in categories]) / current.rows
-    return _psi_from_shares(ref_shares, cur_shares, epsilon)
+    return psi_from_shares(ref_shares, cur_shares, epsilon)

@@ -13,8 +13,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import mlflow
 import mlflow.pyfunc
@@ -29,6 +31,9 @@ from kernel.ingest import (
     with_default_driver,
     without_password,
 )
+
+if TYPE_CHECKING:
+    from training.steps import RunRecord
 
 log = logging.getLogger("churn.tracking")
 CHAMPION_ALIAS = "champion"
@@ -123,6 +128,32 @@ def tracked_run(tracking_uri: str, experiment: str, artifact_root: Path,
     log.info("tracking in %s, experiment %r", mask_url(uri), experiment)
     with mlflow.start_run(run_name=run_name) as run:
         yield run
+
+
+def log_record(record: RunRecord) -> None:
+    """Write ``record`` to the active run: params, metrics, text and JSON artifacts, tags."""
+    mlflow.log_params(record.params)
+    mlflow.log_metrics(record.metrics)
+    for artifact_file, text in record.texts.items():
+        mlflow.log_text(text, artifact_file)
+    for artifact_file, content in record.dicts.items():
+        mlflow.log_dict(content, artifact_file)
+    mlflow.set_tags(record.tags)
+
+
+def tag_run(key: str, value: str) -> None:
+    """Set one tag on the active run (e.g. the model store tag, once the entry exists)."""
+    mlflow.set_tag(key, value)
+
+
+def log_fitted_model(model: object, registered_name: str, requirements: list[str]) -> str:
+    """Save ``model`` with joblib, then ``log_model`` it; returns the registered version."""
+    import joblib
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model_file = Path(tmp) / "model.joblib"
+        joblib.dump(model, model_file)
+        return log_model(model_file, registered_name, requirements)
 
 
 def log_model(model_file: Path, registered_name: str, requirements: list[str]) -> str:

@@ -16,9 +16,9 @@ from kernel.contract import coerce_features
 from kernel.processes import free_port
 from kernel.store import PROBABILITY_COLUMN
 from monitoring.config import MonitoringConfig
-from monitoring.drift import psi_categorical, psi_numeric
 from monitoring.drift_statistics import DriftStatistics, psi_from_statistics, reference_edges
 from monitoring.estimate import estimate_performance
+from monitoring.psi import psi_categorical, psi_numeric
 from tests.monitoring.conftest import log_predictions
 from training.generate import GeneratorConfig, generate_customers
 

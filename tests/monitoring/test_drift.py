@@ -1,4 +1,5 @@
-"""Drift detection: PSI and its reading, Evidently verdicts on generated data, too little data."""
+"""Drift detection: Evidently verdicts and PSI on generated data, too little data, and each
+step of ``detect_drift`` on its own (PSI itself: test_psi.py)."""
 
 from __future__ import annotations
 
@@ -6,50 +7,22 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kernel.contract import ContractViolation
+from kernel.contract import ContractViolation, coerce_features
 from kernel.store import PROBABILITY_COLUMN
 from monitoring.config import DriftSettings
-from monitoring.drift import detect_drift, prepare_current, psi_band, psi_categorical, psi_numeric
+from monitoring.drift import (
+    ColumnTest,
+    columns_to_test,
+    detect_drift,
+    drift_verdict,
+    feature_drift,
+    prediction_drift,
+    prepare_current,
+    undecided_result,
+)
+from monitoring.drift_statistics import DriftStatistics, psi_from_statistics, reference_edges
+from monitoring.psi import psi_band
 from training.generate import GeneratorConfig, generate_customers
-
-
-@pytest.mark.parametrize(("psi", "band"), [
-    (0.0, "stable"), (0.099, "stable"), (0.1, "watch"), (0.25, "watch"), (0.2501, "drift"),
-    (3.0, "drift"),
-])
-def test_psi_reading_bands(psi: float, band: str) -> None:
-    assert psi_band(psi) == band
-
-
-def test_psi_numeric_is_small_for_the_same_distribution_and_large_for_a_shift() -> None:
-    rng = np.random.default_rng(0)
-    reference = pd.Series(rng.normal(0, 1, 5000))
-    same = psi_numeric(reference, pd.Series(rng.normal(0, 1, 2000)))
-    small_shift = psi_numeric(reference, pd.Series(rng.normal(0.3, 1, 2000)))
-    shifted = psi_numeric(reference, pd.Series(rng.normal(1.0, 1, 2000)))
-    assert psi_band(same) == "stable"
-    assert psi_band(small_shift) == "watch"
-    assert psi_band(shifted) == "drift"
-    assert same < small_shift < shifted
-
-
-def test_psi_counts_missing_values_as_their_own_bin() -> None:
-    rng = np.random.default_rng(1)
-    reference = pd.Series(rng.normal(0, 1, 5000))
-    current = pd.Series(rng.normal(0, 1, 2000))
-    current[:600] = np.nan
-    assert psi_band(psi_numeric(reference, current)) == "drift"
-
-
-def test_psi_categorical_weighs_a_new_category_by_its_share() -> None:
-    reference = pd.Series(["a"] * 500 + ["b"] * 500)
-    rare_new = pd.Series(["a"] * 495 + ["b"] * 495 + ["new"] * 10)
-    common_new = pd.Series(["a"] * 450 + ["b"] * 450 + ["new"] * 100)
-    assert psi_categorical(reference, reference) == pytest.approx(0.0)
-    # The epsilon keeps PSI finite; 1% in an unseen category is stable, 10% is drift.
-    assert np.isfinite(psi_categorical(reference, common_new))
-    assert psi_band(psi_categorical(reference, rare_new)) == "stable"
-    assert psi_band(psi_categorical(reference, common_new)) == "drift"
 
 
 def _current(entry, drifted: bool, rows: int, seed: int) -> pd.DataFrame:
@@ -122,3 +95,96 @@ def test_current_data_without_a_contract_column_is_an_error_not_insufficient_dat
         prepare_current(customers, trained_entry.contract, trained_entry.model, None)
     empty = prepare_current(pd.DataFrame(), trained_entry.contract, trained_entry.model, None)
     assert len(empty.frame) == 0  # an empty inference log is just no data
+
+
+# --- the steps of detect_drift, on small typed frames ----------------------------------------
+
+def _typed(contract, rows: int, seed: int, drifted: bool = False) -> pd.DataFrame:
+    frame = coerce_features(generate_customers(GeneratorConfig(rows=rows, seed=seed,
+                                                               drifted=drifted)), contract)[0]
+    frame[PROBABILITY_COLUMN] = np.random.default_rng(seed).beta(1.5, 4 if drifted else 6,
+                                                                 len(frame))
+    return frame
+
+
+@pytest.fixture(scope="module")
+def counted(contract):
+    """(reference rows, current rows, their counts) of fresh and drifted customers."""
+    reference, current = _typed(contract, 600, 1), _typed(contract, 400, 2, drifted=True)
+    edges = reference_edges(reference, contract, 10)
+    return (reference, current, DriftStatistics.of(reference, contract, edges),
+            DriftStatistics.of(current, contract, edges))
+
+
+def test_undecided_result_is_insufficient_below_min_rows(counted) -> None:
+    _, current, _, current_counts = counted
+    settings = DriftSettings(min_rows=401)
+    few = undecided_result(600, current_counts, None, settings)
+    assert few.insufficient_data and few.drift_share is None and few.features == []
+    assert (few.reference_rows, few.current_rows, few.min_rows) == (600, 400, 401)
+    enough = undecided_result(600, current_counts, 100, DriftSettings(min_rows=400))
+    assert not enough.insufficient_data and enough.evidently_rows == 100
+
+
+def test_columns_to_test_leave_out_a_feature_without_values_on_one_side(contract,
+                                                                        counted) -> None:
+    reference, current, _, _ = counted
+    columns = columns_to_test(reference, current, contract)
+    assert columns == [*contract.features, PROBABILITY_COLUMN]
+    emptied = current.assign(monthly_charge=np.nan).drop(columns=PROBABILITY_COLUMN)
+    assert columns_to_test(reference, emptied, contract) == [
+        c for c in contract.features if c != "monthly_charge"]
+
+
+def test_feature_drift_takes_evidentlys_test_or_else_judges_by_psi(contract, counted) -> None:
+    _, _, reference_counts, current_counts = counted
+    settings = DriftSettings()
+    tested = feature_drift("monthly_charge", contract,
+                           ColumnTest("Wasserstein distance (normed)", 0.1, 0.02, False),
+                           reference_counts, current_counts, None, settings)
+    psi = psi_from_statistics(reference_counts, current_counts, "monthly_charge", 1e-4)
+    assert (tested.method, tested.score, tested.detected, tested.psi) == (
+        "Wasserstein distance (normed)", 0.02, False, psi)
+    assert tested.psi_band == psi_band(psi) == "drift"  # the generator's price rise
+
+    alone = feature_drift("monthly_charge", contract, None, reference_counts, current_counts,
+                          None, settings)
+    assert alone.method == "PSI only (no values on one side)" and alone.score is None
+    assert alone.detected and alone.threshold == settings.psi_drift
+
+    seen = ["north_america", "europe", "latam", "apac"]
+    region = feature_drift("region", contract, None, reference_counts, current_counts, seen,
+                           settings)
+    assert region.kind == "categorical" and region.unseen_values == ["africa"]
+    assert region.unseen_share == current_counts.unseen("region", seen)[0] > 0
+    assert region.missing_share == current_counts.missing_share("region")
+
+
+def test_prediction_drift_compares_the_mean_probability(counted) -> None:
+    reference, current, reference_counts, current_counts = counted
+    prediction = prediction_drift(ColumnTest("Wasserstein distance (normed)", 0.1, 0.3, True),
+                                  reference_counts, current_counts,
+                                  float(reference[PROBABILITY_COLUMN].mean()), DriftSettings())
+    assert prediction.detected and prediction.score == 0.3
+    assert prediction.current_mean == pytest.approx(current[PROBABILITY_COLUMN].mean())
+    assert prediction.current_mean > prediction.reference_mean
+    assert prediction.psi == psi_from_statistics(reference_counts, current_counts,
+                                                  PROBABILITY_COLUMN, 1e-4)
+
+
+def test_drift_verdict_detects_drift_from_the_share_of_drifted_features(contract,
+                                                                        counted) -> None:
+    _, _, reference_counts, current_counts = counted
+    settings = DriftSettings(drift_share=0.5)
+    undecided = undecided_result(600, current_counts, None, settings)
+
+    def judged(column: str, detected: bool):
+        return feature_drift(column, contract, ColumnTest("test", 0.1, 0.0, detected),
+                             reference_counts, current_counts, None, settings)
+
+    half = drift_verdict(undecided, [judged("age", True), judged("plan", False)], None, 0.5)
+    assert half.drift_detected and half.drift_share == 0.5 and half.drifted_features == ["age"]
+    third = drift_verdict(undecided, [judged("age", True), judged("plan", False),
+                                      judged("region", False)], None, 0.5)
+    assert not third.drift_detected and third.drift_share == pytest.approx(1 / 3)
+    assert third.current_rows == 400 and third.prediction is None
