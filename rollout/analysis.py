@@ -173,7 +173,7 @@ class _Series:
 
     def bin_shares(self, epsilon: float) -> str:
         """Share of predictions per PSI bin (label ``bin``), floored at ``epsilon`` so that
-        an empty bin keeps the logarithm finite (as ``monitoring.drift`` does)."""
+        an empty bin keeps the logarithm finite (as ``monitoring.psi`` does)."""
         per_bin = "sum by (bin) " + self.served(BIN_RECORD, CHAMPION)
         total = self.increase("churn_prediction_probability_count", CHAMPION)
         return f"clamp_min({per_bin} / on () group_left {total}, {number(epsilon)})"

@@ -52,50 +52,34 @@ def score(
     rows that break the data contract go to the rejects file with the reason, never dropped.
     All or nothing: scores and rejects are written to a temporary file or staging table and
     replace the destinations only at the end."""
-    from kernel.ingest import TableWriter, iter_table
     from kernel.store import resolve_entry
-    from service.scoring import Scorer, ScoreReport, score_chunks
+    from service.scoring import Scorer
+    from service.table_scoring import count_rows, rejects_beside, score_table
 
     entry = resolve_entry(model)
     if dask:
         _score_on_dask(input, output, rejects, entry, dask, dask_timeout, partition_rows,
                        partition_bytes, chunk_rows)
         return
-    scorer = Scorer(entry)
-    rejects = rejects or _beside(output)
-    report = ScoreReport()
-    total = _count_rows(input)
-    # Opened (connected, folder created) before the first row is read: an unreachable or
-    # unwritable destination fails in seconds, not after the whole table was scored.
-    with TableWriter(output) as scored_out, TableWriter(rejects) as rejects_out:
-        chunks = score_chunks(iter_table(input, chunk_rows), scorer)
-        label = f"scoring with {entry.tag}"
-        # Rows when the total is known up front (Parquet footer, CSV line count), chunks
-        # otherwise.
-        bar = (typer.progressbar(length=total, label=label, show_pos=True) if total
-               else typer.progressbar(chunks, label=f"{label} (chunks)", show_pos=True))
-        with bar as progress:
-            for scored, rejected in (chunks if total else progress):
-                scored_out.write(scored)
-                if len(rejected):
-                    rejects_out.write(rejected)
-                report.chunks += 1
-                report.scored += len(scored)
-                report.rejected += len(rejected)
-                report.high_risk += int((scored["risk_level"] == "HIGH").sum())
-                if total:
-                    progress.update(len(scored) + len(rejected))
-        if not rejects_out.started:  # an empty rejects table says "checked, none" explicitly
-            import pandas as pd
+    label, scorer = f"scoring with {entry.tag}", Scorer(entry)
+    rejects = rejects or rejects_beside(output)
+    total = count_rows(input)  # known up front for Parquet (footer) and CSV (lines)
+    if total:
+        with typer.progressbar(length=total, label=label, show_pos=True) as bar:
+            report, scores_at, rejects_at = score_table(input, output, rejects, scorer,
+                                                        chunk_rows, on_chunk=bar.update)
+    else:  # a SQL source: rows so far, a line per chunk
+        seen = [0]
 
-            rejects_out.write(pd.DataFrame({"reject_reason": pd.Series(dtype=str)}))
-        # Scores last: new scores in place imply their rejects are too.
-        rejects_out.commit()
-        scored_out.commit()
-    report.rows = report.scored + report.rejected
+        def progress(rows: int) -> None:
+            seen[0] += rows
+            typer.echo(f"{label}: {seen[0]:,} rows", err=True)
+
+        report, scores_at, rejects_at = score_table(input, output, rejects, scorer,
+                                                    chunk_rows, on_chunk=progress)
     typer.echo(f"scored {report.scored} of {report.rows} rows with {entry.tag} "
-               f"({report.high_risk} HIGH) -> {scored_out.shown}")
-    typer.echo(f"rejected {report.rejected} rows (contract broken) -> {rejects_out.shown}")
+               f"({report.high_risk} HIGH) -> {scores_at}")
+    typer.echo(f"rejected {report.rejected} rows (contract broken) -> {rejects_at}")
 
 
 def _score_on_dask(input: str, output: str, rejects: str | None, entry, address: str,
@@ -124,36 +108,6 @@ def _score_on_dask(input: str, output: str, rejects: str | None, entry, address:
     typer.echo(f"rejected {report.rejected} rows (contract broken) -> {rejects}")
     typer.echo(f"peak memory per worker: {report.max_worker_peak_rss / 2**20:.0f} MiB (max of "
                f"{len(report.worker_peak_rss)} workers)")
-
-
-def _beside(output: str) -> str:
-    if "://" in output:
-        url, _, table = output.partition("#")
-        return f"{url}#{table}_rejects"
-    stem, dot, ext = output.rpartition(".")
-    return f"{stem}.rejects.{ext}" if dot else f"{output}.rejects"
-
-
-def _count_rows(source: str) -> int | None:
-    """Rows of a Parquet file (its footer) or a CSV file (a fast newline count; an estimate
-    if fields hold line breaks), None for SQL."""
-    from pathlib import Path
-
-    path = Path(source)
-    if "://" in source or not path.is_file():
-        return None
-    if path.suffix.lower() in {".parquet", ".pq"}:
-        try:
-            import pyarrow.parquet as pq
-
-            return pq.ParquetFile(path).metadata.num_rows
-        except Exception:  # noqa: BLE001 - the real read reports a proper error
-            return None
-    if path.suffix.lower() != ".csv":
-        return None
-    with path.open("rb") as handle:
-        lines = sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 22), b""))
-    return max(lines - 1, 0) or None
 
 
 def register(app: typer.Typer) -> None:
