@@ -57,7 +57,7 @@ IDENTITY_FIELDS = ("timestamp", "request_id", "model_tag", "model_version", "cus
 PREDICTION_FIELDS = ("churn_probability", "will_churn", "risk_level", "unseen_categories")
 RECORD_FIELDS = IDENTITY_FIELDS + PREDICTION_FIELDS
 TRACK_FIELD = "track"
-SHADOW_FIELDS = ("shadow_model_version", "shadow_probability", "shadow_will_churn",
+SHADOW_FIELDS = ("shadow_model_version", "shadow_churn_probability", "shadow_will_churn",
                  "shadow_risk_level")
 TRACK_ENV = "CHURN_TRACK"
 

@@ -312,7 +312,7 @@ class InferenceLogWriter:
             fields["shadow_model_version"] = json_texts(column(
                 [np.full(len(b), b.shadow.version if b.shadow else None, dtype=object)
                  for b in blocks]))
-            fields["shadow_probability"] = json_texts(column(
+            fields["shadow_churn_probability"] = json_texts(column(
                 [b.shadow.probability if b.shadow is not None else np.full(len(b), np.nan)
                  for b in blocks]))
             fields["shadow_will_churn"] = json_texts(column(

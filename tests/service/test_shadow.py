@@ -122,9 +122,9 @@ def test_the_log_holds_both_answers_side_by_side(trained_entry, tmp_path) -> Non
     frame = read_inference_log(tmp_path)
     assert len(frame) == 50 and set(SHADOW_FIELDS) <= set(frame.columns)
     assert (frame["track"] == "stable").all()
-    paired = frame[frame["shadow_probability"].notna()]
+    paired = frame[frame["shadow_churn_probability"].notna()]
     assert len(paired) == 20
-    np.testing.assert_allclose(paired["shadow_probability"], paired["churn_probability"],
+    np.testing.assert_allclose(paired["shadow_churn_probability"], paired["churn_probability"],
                                atol=1e-12)
     assert (paired["shadow_model_version"] == trained_entry.version).all()
     assert (paired["shadow_will_churn"] == paired["will_churn"]).all()
