@@ -82,6 +82,20 @@ def patch_configmap(name: str, key: str, value: str) -> Call:
                 local=_merge_patch_twin(patch))
 
 
+def create_configmap(name: str, data: dict[str, str]) -> Call:
+    pairs = [f"--from-literal={key}={value}" for key, value in data.items()]
+    return Call(("create", "configmap", name, *pairs), f"create configmap {name}", "configmap",
+                name)
+
+
+def json_patch_configmap(name: str, patch: list[dict], what: str) -> Call:
+    """A JSON patch (RFC 6902): its ``test`` operations make it conditional, applied whole or
+    refused by the API server."""
+    text = json.dumps(patch, sort_keys=True)
+    return Call(("patch", "configmap", name, "--type", "json", "-p", text), what, "configmap",
+                name, local=_twin("patch", "--type", "json", "-p", text))
+
+
 def scale(name: str, replicas: int) -> Call:
     return Call(("scale", f"deployment/{name}", f"--replicas={replicas}"),
                 f"{name} to {replicas} replica{'s' if replicas != 1 else ''}", "deployment", name,
