@@ -59,6 +59,7 @@ class PairedChecks(_Section):
     mean_probability: CheckSettings = _check(0.20)
     disagreement: CheckSettings = _check(0.10)
     segment_disagreement: CheckSettings = _check(0.15)
+    segment_ranking: CheckSettings = _check(0.2)
     roc_auc: CheckSettings = _check(0.01)
     moved_share: CheckSettings = _check(0.25, 0.0)
     risk_jumps: CheckSettings = _check(0.01, 0.0)

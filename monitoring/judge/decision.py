@@ -33,7 +33,7 @@ from monitoring.judge.sequential import smallest_size
 Classification = Literal["Pass", "High", "Low", "Undecided", "NoData"]
 Verdict = Literal["pass", "fail", "inconclusive"]
 Side = Literal["both", "high", "low"]
-Unit = Literal["pp", "ratio", "probability", "distance", "auc", "x"]
+Unit = Literal["pp", "ratio", "probability", "distance", "auc", "correlation", "x"]
 
 EXIT_CODES: dict[Verdict, int] = {"pass": 0, "fail": 1, "inconclusive": 3}
 # As gauges: 0 pass, +1 above the band, -1 below it, 2 not yet decided, 3 no data.
@@ -178,7 +178,8 @@ def score_and_verdict(checks: list[CheckResult], settings: ScoreSettings
 
 @dataclass(frozen=True)
 class SegmentRow:
-    """One segment (a value of a categorical feature) of the paired judgement."""
+    """One segment (a value of a categorical feature) of the paired judgement. Bounds and
+    classes only for segments with enough pairs to be tested."""
 
     feature: str
     value: str
@@ -186,11 +187,15 @@ class SegmentRow:
     disagreement: float  # share of its customers whose decision changed
     rest_disagreement: float  # the same share among all other customers
     excess: float  # disagreement - rest_disagreement
-    low: float | None
-    high: float | None
+    excess_low: float | None
+    excess_high: float | None
+    disagreement_class: Classification
+    rank_agreement: float | None  # Spearman's r inside minus on all customers (0: alike)
+    rank_low: float | None
+    rank_high: float | None
+    ranking_class: Classification
     moved_share: float  # share whose probability moved by more than moved_by
     mean_shift: float  # mean paired probability difference (shadow - champion)
-    classification: Classification
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ the largest changes.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -47,6 +47,8 @@ from monitoring.judge.effects import (
     paired_proportions,
     paired_ratio_of_means,
     proportion,
+    rank_agreement_difference,
+    rank_correlation,
     two_proportions,
 )
 from monitoring.judge.records import (
@@ -97,9 +99,9 @@ def judge_paired(pairs: pd.DataFrame, config: JudgeConfig | None = None, *,
         transitions = _transitions(a, b)
     else:
         rows = _core_checks(a, b, boundary, settings, config.max_needed)
-        segment_check, segment_rows = _segments(usable, segments, a, b, boundary, settings,
-                                                config.max_needed)
-        rows.insert(4, segment_check)
+        segment_checks, segment_rows = _segments(usable, segments, a, b, boundary, settings,
+                                                 config.max_needed)
+        rows[4:4] = segment_checks
         rows.append(_roc_auc(labels, a, b, boundary, settings, config.max_needed))
         transitions = _transitions(a, b)
     score, verdict = score_and_verdict(rows, config.score)
@@ -126,6 +128,8 @@ _SPECS = {
     "mean_probability": ("mean probability (ratio)", "Wilcoxon signed-rank", "ratio", "W"),
     "disagreement": ("will_churn disagreement", "Wilson interval", "pp", "n"),
     "segment_disagreement": ("segment disagreement (worst)", "two-proportion z", "pp", "z"),
+    "segment_ranking": ("segment rank agreement (worst)", "Fisher z of Spearman's r",
+                        "correlation", "z"),
     "moved_share": ("probability moved", "Wilson interval", "pp", "n"),
     "risk_jumps": ("LOW <-> HIGH jumps", "Wilson interval", "pp", "n"),
     "roc_auc": ("ROC-AUC (labelled)", "DeLong paired", "auc", "z"),
@@ -140,6 +144,7 @@ def _tolerances(settings: PairedSettings) -> dict[str, tuple[Tolerance, str]]:
         "mean_probability": (Tolerance.ratio(c.mean_probability.tolerance), "both"),
         "disagreement": (Tolerance.at_most(c.disagreement.tolerance), "high"),
         "segment_disagreement": (Tolerance.at_most(c.segment_disagreement.tolerance), "high"),
+        "segment_ranking": (Tolerance.at_least(-c.segment_ranking.tolerance), "low"),
         "moved_share": (Tolerance.at_most(c.moved_share.tolerance), "high"),
         "risk_jumps": (Tolerance.at_most(c.risk_jumps.tolerance), "high"),
         "roc_auc": (Tolerance.at_least(-c.roc_auc.tolerance), "low"),
@@ -197,76 +202,121 @@ def _core_checks(a: Predictions, b: Predictions, boundary: Boundary,
     return rows
 
 
+@dataclass
+class _Segment:
+    feature: str
+    value: str
+    rows: np.ndarray  # positions of its pairs
+
+
 def _segments(frame: pd.DataFrame, columns: Sequence[str], a: Predictions, b: Predictions,
               boundary: Boundary, settings: PairedSettings, cap: int
-              ) -> tuple[CheckResult, tuple[SegmentRow, ...]]:
-    """Every value of every segment column: its disagreement against the other customers'.
-    Alpha is split over every segment seen (Bonferroni), tested or not."""
+              ) -> tuple[list[CheckResult], tuple[SegmentRow, ...]]:
+    """Every value of every segment column: how much more often its decisions change than
+    the other customers', and how much less the two models agree on its ranking than on all
+    customers'. Alpha is split over every segment seen (Bonferroni), tested or not."""
+    names = ("segment_disagreement", "segment_ranking")
     if not columns:
-        return _missing("segment_disagreement", settings, "no segment columns given",
-                        scored=False), ()
+        return [_missing(name, settings, "no segment columns given", scored=False)
+                for name in names], ()
     n = len(a)
-    changed = (a.flagged != b.flagged).astype(np.int64)
-    moved = (np.abs(b.probability - a.probability) > settings.moved_by).astype(np.int64)
-    shift = b.probability - a.probability
-    found = []
+    found: list[_Segment] = []
     for column in columns:
         codes, values = pd.factorize(frame[column], sort=True, use_na_sentinel=False)
-        values = ["<missing>" if pd.isna(v) else v for v in values]
-        counts = np.bincount(codes, minlength=len(values))
-        changes = np.bincount(codes, weights=changed, minlength=len(values))
-        moves = np.bincount(codes, weights=moved, minlength=len(values))
-        shifts = np.bincount(codes, weights=shift, minlength=len(values))
+        order = np.argsort(codes, kind="stable")
+        bounds = np.searchsorted(codes[order], np.arange(len(values) + 1))
         for i, value in enumerate(values):
-            found.append((column, str(value), int(counts[i]), int(changes[i]), int(moves[i]),
-                          float(shifts[i])))
-    segment_boundary = Boundary(boundary.alpha / max(len(found), 1), boundary.tightest_at)
-    tolerance, _ = _tolerances(settings)["segment_disagreement"]
+            label = "<missing>" if pd.isna(value) else str(value)
+            found.append(_Segment(column, label, order[bounds[i]:bounds[i + 1]]))
+    per_segment = Boundary(boundary.alpha / max(len(found), 1), boundary.tightest_at)
+    changed = a.flagged != b.flagged
+    moved = np.abs(b.probability - a.probability) > settings.moved_by
+    shift = b.probability - a.probability
     total_changed = int(changed.sum())
-    tested: list[tuple[SegmentRow, Estimate]] = []
+    overall_agreement = rank_correlation(a.probability, b.probability)
+    disagreement_band, _ = _tolerances(settings)["segment_disagreement"]
+    ranking_band, _ = _tolerances(settings)["segment_ranking"]
+    tested: dict[str, list[tuple[SegmentRow, Estimate]]] = {name: [] for name in names}
     listed: list[SegmentRow] = []
-    for column, value, size, changes, moves, shifts in found:
-        rest, rest_changes = n - size, total_changed - changes
-        excess = changes / size - (rest_changes / rest if rest else 0.0)
-        row = SegmentRow(column, value, size, changes / size,
-                         rest_changes / rest if rest else 0.0, excess, None, None,
-                         moves / size, shifts / size, "NoData")
-        if size >= settings.min_segment_pairs and rest >= settings.min_segment_pairs:
-            estimate = two_proportions(rest_changes, rest, changes, size, segment_boundary)
-            row = replace(row, low=estimate.low, high=estimate.high,
-                          classification=classify(estimate.low, estimate.high, tolerance))
-            tested.append((row, estimate))
+    for segment in found:
+        rows, size = segment.rows, len(segment.rows)
+        rest_size = n - size
+        changes = int(changed[rows].sum())
+        rest_rate = (total_changed - changes) / rest_size if rest_size else 0.0
+        row = SegmentRow(segment.feature, segment.value, size, changes / size, rest_rate,
+                         changes / size - rest_rate, excess_low=None, excess_high=None,
+                         disagreement_class="NoData", rank_agreement=None, rank_low=None,
+                         rank_high=None, ranking_class="NoData",
+                         moved_share=float(moved[rows].mean()),
+                         mean_shift=float(shift[rows].mean()))
+        if size >= settings.min_segment_pairs and rest_size >= settings.min_segment_pairs:
+            excess = two_proportions(total_changed - changes, rest_size, changes, size,
+                                     per_segment)
+            ranking = rank_agreement_difference(a.probability[rows], b.probability[rows],
+                                                overall_agreement, n, per_segment)
+            row = replace(row, excess_low=excess.low, excess_high=excess.high,
+                          disagreement_class=classify(excess.low, excess.high,
+                                                      disagreement_band),
+                          rank_agreement=ranking.effect, rank_low=ranking.low,
+                          rank_high=ranking.high,
+                          ranking_class=classify(ranking.low, ranking.high, ranking_band))
+            tested["segment_disagreement"].append((row, excess))
+            tested["segment_ranking"].append((row, ranking))
         listed.append(row)
-    listed.sort(key=lambda r: (-abs(r.excess), r.feature, r.value))
+    listed.sort(key=_concern)
     top = tuple(listed[:settings.top_segments])
-    if not tested:
-        largest = max((size for _, _, size, *_ in found), default=0)
-        needed = (int(np.ceil(settings.min_segment_pairs * n / largest)) if largest else None)
-        return _missing("segment_disagreement", settings,
-                        f"no segment has {settings.min_segment_pairs} pairs yet",
-                        needed=needed, n=0), top
-    worst = _worst(tested)
-    row, estimate = worst
-    share = row.pairs / n
-    result = _row("segment_disagreement", estimate, settings, cap,
-                  f"{row.feature}={row.value}: {100 * row.disagreement:.1f}% of its {row.pairs} "
-                  f"customers change decision, {100 * row.rest_disagreement:.1f}% of the rest; "
-                  f"{len(tested)} of {len(found)} segments tested")
-    if result.classification == "Undecided" and result.needed is not None:
-        result = replace(result, needed=int(np.ceil(result.needed / share)))
-    return result, top
+    if not tested["segment_disagreement"]:
+        largest = max((len(s.rows) for s in found), default=0)
+        needed = int(np.ceil(settings.min_segment_pairs * n / largest)) if largest else None
+        return [_missing(name, settings, f"no segment has {settings.min_segment_pairs} pairs "
+                         "yet", needed=needed, n=0) for name in names], top
+    checks = []
+    for name in names:
+        row, estimate = _worst(tested[name], name)
+        if name == "segment_disagreement":
+            note = (f"{row.feature}={row.value}: {100 * row.disagreement:.1f}% of its "
+                    f"{row.pairs} customers change decision, {100 * row.rest_disagreement:.1f}%"
+                    " of the rest")
+        else:
+            note = (f"{row.feature}={row.value}: rank agreement (Spearman's r) "
+                    f"{overall_agreement + row.rank_agreement:.3f}, all customers "
+                    f"{overall_agreement:.3f}")
+        result = _row(name, estimate, settings, cap,
+                      f"{note}; {len(tested[name])} of {len(found)} segments tested")
+        if result.classification == "Undecided" and result.needed is not None:
+            result = replace(result, needed=int(np.ceil(result.needed * n / row.pairs)))
+        checks.append(result)
+    return checks, top
 
 
-def _worst(tested: list[tuple[SegmentRow, Estimate]]) -> tuple[SegmentRow, Estimate]:
-    """The segment that decides the check: any above the band (the clearest), else any not yet
-    decided (the one furthest from deciding), else the one closest to the band's edge."""
-    above = [t for t in tested if t[0].classification == "High"]
-    if above:
-        return max(above, key=lambda t: t[1].low)
-    open_ = [t for t in tested if t[0].classification == "Undecided"]
-    if open_:
-        return max(open_, key=lambda t: t[1].high)
-    return max(tested, key=lambda t: t[1].high)
+def _concern(row: SegmentRow) -> tuple:
+    """Failing segments first, then the largest changes."""
+    failing = row.disagreement_class == "High" or row.ranking_class == "Low"
+    return (not failing, -(abs(row.excess) + abs(row.rank_agreement or 0.0)), row.feature,
+            row.value)
+
+
+def _worst(tested: list[tuple[SegmentRow, Estimate]], name: str
+           ) -> tuple[SegmentRow, Estimate]:
+    """The segment that decides a check: one beyond the band (the furthest), else one not yet
+    decided, else the one closest to the band's edge; "furthest" and "closest" measured by
+    the interval's bound on the failing side (ranking fails low, disagreement high)."""
+    ranking = name == "segment_ranking"
+
+    def klass(item: tuple[SegmentRow, Estimate]) -> str:
+        return item[0].ranking_class if ranking else item[0].disagreement_class
+
+    def badness(item: tuple[SegmentRow, Estimate]) -> float:
+        estimate, beyond = item[1], klass(item) in ("High", "Low")
+        if ranking:
+            return -estimate.high if beyond else -estimate.low
+        return estimate.low if beyond else estimate.high
+
+    for wanted in (("High", "Low"), ("Undecided",)):
+        chosen = [t for t in tested if klass(t) in wanted]
+        if chosen:
+            return max(chosen, key=badness)
+    return max(tested, key=badness)
 
 
 def _roc_auc(labels: np.ndarray | None, a: Predictions, b: Predictions, boundary: Boundary,

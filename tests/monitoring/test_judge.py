@@ -35,12 +35,14 @@ from monitoring.judge.decision import (
 )
 from monitoring.judge.effects import (
     Boundary,
+    _midranks,
     delong_paired,
     hodges_lehmann,
     ks_distance,
     paired_proportions,
     paired_ratio_of_means,
     proportion,
+    rank_agreement_difference,
     ratio_of_means,
     two_proportions,
 )
@@ -182,6 +184,29 @@ def test_hodges_lehmann_is_the_median_of_differences_and_mann_whitney() -> None:
     assert estimate.statistic == pytest.approx(reference.statistic)
     assert estimate.p_value == pytest.approx(reference.pvalue)
     assert estimate.low < estimate.effect < estimate.high
+
+
+def test_midranks_match_scipy_with_ties() -> None:
+    values = np.round(np.random.default_rng(22).random(500), 2)
+    assert np.array_equal(_midranks(values), stats.rankdata(values))
+
+
+def test_rank_agreement_is_spearman_inside_minus_all() -> None:
+    rng = np.random.default_rng(21)
+    a = rng.random(900)
+    b = a + rng.normal(0, 0.1, 900)
+    inside = slice(0, 300)
+    scrambled = b.copy()
+    scrambled[inside] = rng.permutation(b[inside])
+    r_all = stats.spearmanr(a, scrambled).statistic
+    estimate = rank_agreement_difference(a[inside], scrambled[inside], r_all, 900, BOUNDARY)
+    expected = stats.spearmanr(a[inside], scrambled[inside]).statistic - r_all
+    assert estimate.effect == pytest.approx(expected)
+    assert estimate.low < expected < estimate.high
+    assert estimate.high < -0.3
+    r_alike = stats.spearmanr(a, b).statistic
+    alike = rank_agreement_difference(a[inside], b[inside], r_alike, 900, BOUNDARY)
+    assert alike.low < 0 < alike.high
 
 
 def test_ks_distance_matches_scipy() -> None:
@@ -424,9 +449,29 @@ def test_a_scrambled_segment_is_found_and_named() -> None:
     segment = judgement.check("segment_disagreement")
     assert segment.classification == "High"
     assert "region=south" in segment.note
+    ranking = judgement.check("segment_ranking")
+    assert ranking.classification == "Low" and "region=south" in ranking.note
     assert judgement.segments[0].value == "south"
     assert judgement.check("mean_probability").classification == "Pass"  # same distribution
     assert judgement.verdict == "fail"
+
+
+def test_a_scrambled_segment_far_below_the_threshold_is_seen_in_its_ranking() -> None:
+    """At a low churn rate a scrambled low-risk segment changes almost no decision: only the
+    ranking inside it shows the bug."""
+    rng = np.random.default_rng(20)
+    n = 3000
+    region = rng.choice(["north", "south", "east"], n, p=[0.5, 0.3, 0.2])
+    p = np.where(region == "south", rng.uniform(0.01, 0.1, n), churn_probabilities(rng, n))
+    shadow = p.copy()
+    south = np.flatnonzero(region == "south")
+    shadow[south] = rng.permutation(p[south])
+    judgement = judge_paired(pairs(p, shadow, region=region), segments=["region"])
+    assert judgement.check("segment_disagreement").classification == "Pass"
+    assert judgement.check("segment_ranking").classification == "Low"
+    assert judgement.verdict == "fail"
+    assert judgement.segments[0].value == "south"
+    assert judgement.segments[0].ranking_class == "Low"
 
 
 def test_labels_give_a_paired_roc_auc_that_can_fail_but_not_hold_back() -> None:
