@@ -82,23 +82,28 @@ class RenderedCluster:
         return ["kubectl", *call.args]
 
 
-def _canary_config(system: DrillSystem, prometheus_url: str):
-    """(config, its file): configs/canary.yaml with the traffic gates scaled to the drill's
-    traffic and the latency floor raised (the servers share two busy cores with the drill);
-    every threshold as configured."""
+def _analysis_configs(system: DrillSystem, prometheus_url: str) -> tuple[Path, Path]:
+    """(canary config, judge config): the project's, with the judge's traffic minimums scaled
+    to the drill's traffic and the latency floor raised (the servers share two busy cores with
+    the drill); every tolerance as configured."""
+    from monitoring.judge import JudgeConfig
     from rollout.config import CanaryConfig
 
     source = system.path(system.settings.project.canary)
     config = CanaryConfig.from_yaml(source if source.exists() else None)
-    scaled = system.settings.canary
     config.prometheus_url = prometheus_url
-    config.analysis.min_requests = scaled.min_requests
-    config.analysis.min_predictions = scaled.min_predictions
-    config.analysis.latency_floor_seconds = max(config.analysis.latency_floor_seconds,
-                                                scaled.latency_floor_seconds)
-    path = system.workdir / "canary.yaml"
-    path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
-    return config, path
+    canary_path = system.workdir / "canary.yaml"
+    canary_path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    judge_source = system.path(system.settings.project.judge)
+    judge = JudgeConfig.from_yaml(judge_source if judge_source.exists() else None)
+    scaled = system.settings.canary
+    judge.unpaired.min_requests = scaled.min_requests
+    judge.unpaired.min_predictions = scaled.min_predictions
+    judge.unpaired.latency_floor_seconds = max(judge.unpaired.latency_floor_seconds,
+                                               scaled.latency_floor_seconds)
+    judge_path = system.workdir / "judge.yaml"
+    judge_path.write_text(yaml.safe_dump(judge.model_dump(mode="json")))
+    return canary_path, judge_path
 
 
 def _requests_held(url: str, services: dict[str, Service]) -> bool:
@@ -129,9 +134,12 @@ def bad_canary(system: DrillSystem, finding: Finding) -> None:
     challenger = system.worse_challenger()
     settings = system.settings.canary
     port = free_port()
-    harmless = system.serve("canary-before-swap", {"workers": 1,
-                                                   "inference_log": {"enabled": False}},
-                            model_tag=champion.tag, port=port)
+    # The canaries log beside stable, as pods share the inference-log volume, each record
+    # with its track: the judge reads each track's predictions from there.
+    shared_log = {"workers": 1, "inference_log": {"directory": str(stable.log_dir),
+                                                  "flush_seconds": 0.2}}
+    harmless = system.serve("canary-before-swap", shared_log, model_tag=champion.tag,
+                            port=port, env={"CHURN_TRACK": "canary"})
     services = {"stable": stable, "canary": harmless}
     stack = start_stack(
         system.workdir / "canary-prometheus", prometheus_port=0, pushgateway_port=0,
@@ -155,8 +163,8 @@ def bad_canary(system: DrillSystem, finding: Finding) -> None:
         system.services.remove(harmless)
         harmless.stop(timeout=30)
         finding.injected()
-        canary = system.serve("canary", {"workers": 1, "inference_log": {"enabled": False}},
-                              model_tag=challenger.model_tag, port=port)
+        canary = system.serve("canary", shared_log, model_tag=challenger.model_tag, port=port,
+                              env={"CHURN_TRACK": "canary"})
         services["canary"] = canary
         codes = _split(services, targets)
         finding.note("traffic before the swap",
@@ -164,8 +172,11 @@ def bad_canary(system: DrillSystem, finding: Finding) -> None:
         finding.note("traffic", {f"{track} {code}": n for (track, code), n in codes.items()})
         wait_until(lambda: _requests_held(stack.prometheus_url, services), 120,
                    what="Prometheus holding all the traffic")
-        config, config_path = _canary_config(system, stack.prometheus_url)
-        done = system.churn("canary", "analyze", "--config", str(config_path), "--json")
+        time.sleep(2)  # the champion service flushes its log every second
+        canary_path, judge_path = _analysis_configs(system, stack.prometheus_url)
+        done = system.churn("canary", "analyze", "--config", str(canary_path), "--judge-config",
+                            str(judge_path), "--inference-log", str(stable.log_dir),
+                            "--pushgateway", stack.pushgateway_url, "--json")
         finding.detected()
     finally:
         stack.stop()
@@ -180,14 +191,14 @@ def bad_canary(system: DrillSystem, finding: Finding) -> None:
         report = json.loads(done.stdout)
     except ValueError:
         report = {}
-    failing = {row["check"]: row["value"] for row in report.get("checks", [])
-               if row["verdict"] == "fail"}
+    judgement = report.get("judgement") or {}
+    failing = {row["name"]: row["effect"] for row in judgement.get("checks", [])
+               if row["name"] in judgement.get("failing_checks", [])}
     finding.note("analyze_exit_code", done.returncode)
     finding.note("verdict", report.get("verdict"))
     finding.note("failed_checks", failing)
     finding.note("served", report.get("served"))
-    canary_predictions = next((row["canary"] for row in report.get("checks", [])
-                               if row["check"] == "predictions"), None)
+    canary_predictions = report.get("predictions", {}).get("canary")
     finding.note("canary_predictions_judged", canary_predictions)
     finding.caught("`churn canary analyze` fails the canary (exit 1)",
                    done.returncode == 1 and report.get("verdict") == "fail",
@@ -201,7 +212,9 @@ def bad_canary(system: DrillSystem, finding: Finding) -> None:
                    f"the swap, {before.get(('canary', 200))} before it")
 
     # The abort `churn canary run` makes on a failed analysis, on the rendered manifests.
-    kubernetes = config.kubernetes
+    from rollout.config import CanaryConfig
+
+    kubernetes = CanaryConfig.from_yaml(canary_path).kubernetes
     cluster = RenderedCluster(system.path(system.settings.project.canary_overlay),
                               system.workdir / "k8s", stable_ready=3)
     stable_before = copy.deepcopy(cluster.objects[("deployment", kubernetes.stable)])

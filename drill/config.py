@@ -30,6 +30,7 @@ class ProjectFiles(_Section):
     service: Path = Path("configs/service.yaml")
     monitoring: Path = Path("configs/monitoring.yaml")
     canary: Path = Path("configs/canary.yaml")
+    judge: Path = Path("configs/judge.yaml")
     rules: Path = Path("monitoring/prometheus/rules.yml")
     prometheus: Path = Path("monitoring/prometheus/prometheus.yml")
     canary_overlay: Path = Path("k8s/overlays/canary")

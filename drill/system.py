@@ -255,7 +255,7 @@ class DrillSystem:
         return path
 
     def serve(self, name: str, overrides: dict | None = None, model_tag: str | None = None,
-              port: int | None = None) -> Service:
+              port: int | None = None, env: dict[str, str] | None = None) -> Service:
         """`bentoml serve` of the champion (or ``model_tag``, named by CHURN_MODEL_TAG as a
         pod names it) on ``port`` (default a free one); returns once /readyz answers.
 
@@ -270,16 +270,18 @@ class DrillSystem:
         home.mkdir(exist_ok=True)
         if not (home / "models").exists():
             (home / "models").symlink_to(self.home / "bentoml" / "models")
-        env = {**os.environ, "CHURN_SERVICE_CONFIG": str(config), "BENTOML_HOME": str(home)}
+        environment = {**os.environ, "CHURN_SERVICE_CONFIG": str(config),
+                       "BENTOML_HOME": str(home), **(env or {})}
         if model_tag:
-            env[DATASET_ENV] = model_tag
+            environment[DATASET_ENV] = model_tag
         port = port or free_port()
         url = f"http://127.0.0.1:{port}"
         self.say(f"  setup: bentoml serve ({name}) on port {port}")
         bentoml = str(Path(sys.executable).with_name("bentoml"))
         process = start_process(
             [bentoml, "serve", SERVICE_TARGET, "--host", "127.0.0.1", "--port", str(port)],
-            name=f"bentoml serve ({name})", log_path=folder / "server.log", cwd=REPO, env=env,
+            name=f"bentoml serve ({name})", log_path=folder / "server.log", cwd=REPO,
+            env=environment,
             ready=lambda: http_ok(f"{url}/readyz"),
             timeout=self.settings.server_timeout_seconds)
         service = Service(process.name, process.popen, process.log_path, url,

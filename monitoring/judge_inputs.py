@@ -41,7 +41,7 @@ def shadow_pairs(directory: Path, *, since: datetime | None, until: datetime | N
     """The pairs in ``[since, until)``. Without versions: the shadow version that scored most
     of the window's records, and the champion version those records came from. Raises
     LookupError when the window holds no shadow answers (no shadow ran, or none was logged)."""
-    columns = ["model_version", *PREDICTION_FIELDS, *SHADOW_FIELDS, TRACK_FIELD,
+    columns = ["model_version", "model_tag", *PREDICTION_FIELDS, *SHADOW_FIELDS, TRACK_FIELD,
                "customer_id", *(features or [])]
     records = read_inference_log(directory, since, until, columns=columns)
     if records.empty or "shadow_model_version" not in records.columns:
@@ -73,3 +73,21 @@ def track_predictions(directory: Path, *, track: str, version: str, since: datet
         # A record without a track (a local server) is told apart by its version alone.
         chosen &= records[TRACK_FIELD].isna() | (records[TRACK_FIELD] == track)
     return records.loc[chosen, list(PREDICTION_FIELDS)].reset_index(drop=True)
+
+
+def with_labels(pairs: pd.DataFrame, labels: pd.DataFrame, id_column: str,
+                target_column: str, observed_at_column: str = "observed_at",
+                horizon_days: float = 30) -> pd.DataFrame:
+    """``pairs`` with a 0/1 ``label`` where a late label for the customer was observed after
+    the prediction, within ``horizon_days`` (``churn performance``'s join); missing elsewhere."""
+    from datetime import timedelta
+
+    from monitoring.performance import join_labels, parse_labels
+
+    parsed = parse_labels(labels, id_column, target_column, observed_at_column)
+    keyed = pairs.rename(columns={"customer_id": id_column}) if id_column not in pairs else pairs
+    joined = join_labels(keyed.assign(_row=range(len(keyed))), parsed, id_column,
+                         observed_at_column, timedelta(days=horizon_days))
+    label = pd.Series(pd.NA, index=range(len(pairs)), dtype="Float64")
+    label.iloc[joined["_row"].to_numpy()] = joined[target_column].to_numpy(dtype=float)
+    return pairs.assign(label=label.to_numpy(dtype=float, na_value=float("nan")))

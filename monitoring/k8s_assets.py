@@ -23,7 +23,8 @@ from monitoring.k8s_render import render
 logger = logging.getLogger("churn.k8s")
 
 # source -> destination, relative to the repository root; copied byte for byte.
-CONFIG_FILES = ("service.yaml", "monitoring.yaml", "train.yaml", "streaming_churn.contract.yaml")
+CONFIG_FILES = ("service.yaml", "monitoring.yaml", "train.yaml", "streaming_churn.contract.yaml",
+                "canary.yaml", "judge.yaml", "lifecycle.yaml")
 BASE_CONFIG_DIR = Path("k8s/base/config")
 MONITORING_COMPONENT = Path("k8s/components/monitoring")
 DASHBOARD_SOURCE_DIR = Path("grafana/dashboards")

@@ -151,7 +151,7 @@ class Canary:
         self.record(f"analysis-{report.verdict}", report.summary(), step=step,
                     analysis=report.to_dict())
 
-    def run(self, model: str | None, image: str | None, analyze: Callable[[], Report],
+    def run(self, model: str | None, image: str | None, analyze: Callable[[int], Report],
             sleep: Callable[[float], None], show: Callable[[Report], None]) -> int:
         """Start, then for each step: pause, analyse (again while inconclusive, up to the
         configured retries), abort on a fail or a lasting inconclusive, else the next step;
@@ -180,7 +180,7 @@ class Canary:
                           f"{attempt + 1}")
                 if not self.kubectl.dry_run:
                     sleep(pause)
-                report = analyze()
+                report = analyze(index + 1)  # each step a sample of its own
                 show(report)
                 if not self.kubectl.dry_run:
                     self.annotate_analysis(report, label)

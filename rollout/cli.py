@@ -18,8 +18,14 @@ from rollout.cli_options import (
     ClusterOptions,
     ConfigOption,
     ContextOption,
+    InferenceLogOption,
+    JsonOption,
+    JudgeConfigOption,
+    JudgeOptions,
     KubectlOption,
+    NoPushOption,
     PrometheusOption,
+    PushgatewayOption,
     cluster_command,
     load_config,
 )
@@ -70,18 +76,42 @@ def status(*, cluster: ClusterOptions) -> None:
 def analyze(
     prometheus: PrometheusOption = None,
     window: WindowOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    step: Annotated[int, typer.Option(
+        "--step", min=1, help="Which rollout step this analysis judges (1 = the first): each "
+        "step is a separate sample with its share of the false-failure budget "
+        "(configs/judge.yaml unpaired.planned_samples). Analyses of one step repeat freely.")
+    ] = 1,
+    wait: Annotated[bool, typer.Option(
+        "--wait", help="While inconclusive, analyse again every minute, for at most "
+        "analysis.wait; then exit as the last analysis says (the Argo Rollouts job).")] = False,
+    as_json: JsonOption = False,
+    inference_log: InferenceLogOption = None,
+    judge_config: JudgeConfigOption = None,
+    pushgateway: PushgatewayOption = None,
+    no_push: NoPushOption = False,
     config: ConfigOption = None,
 ) -> None:
-    """Compare canary with stable over the window and print the verdict table. Exit 0 pass,
-    1 fail, 3 inconclusive (too little traffic or no data: never a pass)."""
+    """Judge the canary against stable on what each serves now: predictions from the
+    inference log, requests, failures and latency from Prometheus (docs/judge.md). Prints the
+    table, pushes the judgement. Exit 0 pass, 1 fail, 3 inconclusive (too little data: never
+    a pass), 2 error."""
     from rollout.config import duration_seconds
-    from rollout.measure import measure, table
+    from rollout.measure import measure, push, table
 
     settings = load_config(config, prometheus=prometheus)
     if window:
         duration_seconds(window)  # a bad window is an error before any query
-    report = measure(settings.prometheus_url, settings.analysis, window)
+    options = JudgeOptions.resolve(inference_log, judge_config, pushgateway, no_push)
+    deadline = time.monotonic() + (duration_seconds(settings.analysis.wait) if wait else 0)
+    while True:
+        report = measure(settings.prometheus_url, settings.analysis, options.inference_log,
+                         options.judge, window, sample=step)
+        if report.verdict != "inconclusive" or time.monotonic() + 60 > deadline:
+            break
+        typer.echo(f"inconclusive ({report.summary()}); again in 60 s", err=True)
+        time.sleep(60)
+    if options.pushgateway is not None:
+        push(report, options.pushgateway)
     typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else table(report))
     raise typer.Exit(report.exit_code)
 
@@ -132,19 +162,23 @@ def run(
     """The whole canary: start, then each step of run.steps (default 5 -> 25 -> 50 -> 100%)
     with a pause and an analysis; abort on a failed (or lastingly inconclusive) analysis,
     promote at 100%. Exit 0 promoted, 1 failed, 3 inconclusive."""
-    from rollout.measure import Report, measure, table
+    from rollout.measure import Report, measure, push, table
 
     settings, canary = cluster.config, cluster.canary()
+    options = None if cluster.dry_run else JudgeOptions.resolve(None, None, None, False)
 
-    def analyze() -> Report:
+    def analyze(step: int) -> Report:
         if cluster.dry_run:
-            typer.echo(f"(dry run) churn canary analyze --prometheus {settings.prometheus_url}"
-                       " (assumed to pass)")
-            return Report(settings.analysis.window, _utc_now(), [])
-        return measure(settings.prometheus_url, settings.analysis)
+            typer.echo(f"(dry run) churn canary analyze --step {step} --prometheus "
+                       f"{settings.prometheus_url} (assumed to pass)")
+            return Report(settings.analysis.window, _utc_now(), None)
+        report = measure(settings.prometheus_url, settings.analysis, options.inference_log,
+                         options.judge, sample=step)
+        push(report, options.pushgateway)
+        return report
 
     def show(report: Report) -> None:
-        if report.rows:
+        if report.judgement is not None or report.problems():
             typer.echo(table(report))
 
     raise typer.Exit(canary.run(model, image, analyze, time.sleep, show))

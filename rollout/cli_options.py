@@ -42,6 +42,22 @@ DecisionLogOption = Annotated[Path | None, typer.Option(
 PrometheusOption = Annotated[str | None, typer.Option(
     "--prometheus", help="Prometheus base URL; default prometheus_url from the config.")]
 
+InferenceLogOption = Annotated[Path | None, typer.Option(
+    "--inference-log", help="Inference log folder the service writes (where the predictions "
+    "are judged from); default inference_log_dir of configs/monitoring.yaml, else "
+    "$CHURN_HOME/inference_log. In Kubernetes: the shared volume, as the analysis Job mounts "
+    "it.")]
+JudgeConfigOption = Annotated[Path | None, typer.Option(
+    "--judge-config", help="Judge config YAML (tolerances, score, sequential looks); default "
+    "configs/judge.yaml by the project's rule, else built-in defaults. docs/judge.md.")]
+PushgatewayOption = Annotated[str | None, typer.Option(
+    "--pushgateway", help="Pushgateway URL for the judgement's gauges; default pushgateway.url "
+    "of configs/monitoring.yaml.")]
+NoPushOption = Annotated[bool, typer.Option(
+    "--no-push", help="Push nothing (the dashboards and the alert read the pushed "
+    "judgement).")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the report as JSON.")]
+
 _READING = {"config": ConfigOption, "kubectl": KubectlOption, "context": ContextOption,
             "namespace": NamespaceOption}
 _EDITING = {"dry_run": (DryRunOption, False), "decision_log": (DecisionLogOption, None)}
@@ -130,3 +146,28 @@ def cluster_command(*, edits: bool = True, prometheus: bool = False
         return wrapper
 
     return decorate
+
+
+@dataclass(frozen=True)
+class JudgeOptions:
+    """What a judged analysis (`churn canary analyze`, `churn shadow analyze`) reads and where
+    it pushes."""
+
+    inference_log: Path
+    judge: Any  # monitoring.judge.JudgeConfig
+    pushgateway: Any | None  # monitoring.config.PushgatewaySettings; None: push nothing
+
+    @classmethod
+    def resolve(cls, inference_log: Path | None, judge_config: Path | None,
+                pushgateway: str | None, no_push: bool) -> JudgeOptions:
+        from kernel import paths
+        from monitoring.config import MonitoringConfig
+        from monitoring.judge import JudgeConfig
+
+        logging_to_stderr()
+        monitoring = MonitoringConfig.locate()
+        if pushgateway:
+            monitoring.pushgateway.url = pushgateway
+        directory = inference_log or monitoring.inference_log_dir or paths.inference_log_dir()
+        return cls(directory, JudgeConfig.locate(judge_config),
+                   None if no_push else monitoring.pushgateway)

@@ -45,9 +45,12 @@ class _Section(BaseModel):
 
 
 class AnalysisSettings(_Section):
-    """Canary vs stable over the same window. Differences are canary minus stable."""
+    """What the canary judge reads from Prometheus: canary and stable over the same window,
+    each only what it serves now. The judgement itself (tolerances, the score, sequential
+    looks) is configs/judge.yaml's (monitoring/judge)."""
 
-    window: str = Field("10m", description="both tracks are compared over this last period")
+    window: str = Field("10m", description="both tracks are compared over this last period "
+                        "(from when what a track serves now began serving, if later)")
     match: dict[str, str] = Field(
         default_factory=dict,
         description="extra label matchers for every series, e.g. {namespace: churn}: needed "
@@ -57,31 +60,11 @@ class AnalysisSettings(_Section):
         description="labels that say what an instance serves now: a series counts only if "
         "churn_model_info holds the same values at the time of the analysis (a pod or version "
         "that is gone, or replaced, no longer counts). `pod` is absent locally: that matches")
-    min_requests: int = Field(200, ge=1, description="HTTP checks need this many requests on "
-                              "each track, else they are inconclusive")
-    min_predictions: int = Field(500, ge=1, description="prediction checks need this many "
-                                 "scored customers on each track, else inconclusive")
-    max_failed_increase_pp: float = Field(
-        1.0, ge=0, description="requests failed (5xx) or shed as overload (429) per 100, pp")
-    max_rejected_increase_pp: float = Field(
-        2.0, ge=0, description="requests refused as bad input (4xx but 429) per 100, pp")
     latency_endpoint: str = Field("predict", description="endpoint label of the latency checks")
-    latency_floor_seconds: float = Field(
-        0.02, gt=0, description="stable latency below this counts as this: a 2 ms -> 4 ms "
-        "change is not a regression")
-    max_p95_latency_ratio: float = Field(1.5, gt=1)
-    max_p99_latency_ratio: float = Field(2.0, gt=1)
-    max_will_churn_share_diff_pp: float = Field(8.0, gt=0, description="|canary - stable| share "
-                                                "of customers flagged will_churn, pp")
-    max_high_share_diff_pp: float = Field(6.0, gt=0, description="|canary - stable| share HIGH")
-    max_mean_probability_diff: float = Field(0.04, gt=0, lt=1)
-    max_probability_psi: float = Field(0.1, gt=0, description="PSI of the two probability "
-                                       "distributions (histogram bins)")
-    psi_epsilon: float = Field(1e-4, gt=0, lt=0.01, description="floor of an empty bin's share")
-    max_unseen_increase_pp: float = Field(1.0, ge=0, description="unseen categories per 100 "
-                                          "predictions, canary minus stable")
+    wait: str = Field("20m", description="`--wait`: analyse again every minute until pass or "
+                      "fail, at most this long (the Argo Rollouts job does)")
 
-    _window = field_validator("window")(_check_duration)
+    _window = field_validator("window", "wait")(_check_duration)
 
     @field_validator("identity_labels")
     @classmethod

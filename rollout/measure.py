@@ -1,29 +1,35 @@
-"""Run the analysis against a Prometheus and judge it: the verdict table of
-``churn canary analyze`` and of every step of ``churn canary run``.
+"""Judge a canary: ``churn canary analyze`` and every step of ``churn canary run``.
 
-Only the comparison queries decide (the same text Argo Rollouts runs); the per-track queries
-fill the stable and canary columns of the table.
+The canary judge (``monitoring.judge.judge_unpaired``) decides on what each track served now:
+its predictions from the inference log (``monitoring.judge_inputs``: by track, by the version
+the track serves now, since that version began serving) and its requests, failures, rejected
+input and latency from Prometheus (``rollout.analysis``: the same selection, exact counts).
+A track that serves no version, or two (a rollout in progress), cannot be judged: inconclusive.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import httpx
 
 from rollout.analysis import (
     TRACKS,
-    Check,
-    Verdict,
-    checks,
-    number,
-    overall,
     served_versions_query,
     serving_since_query,
+    track_queries,
 )
 from rollout.config import AnalysisSettings, duration_seconds
+
+if TYPE_CHECKING:  # imported when used: `churn --help` must not import the judge
+    from monitoring.config import PushgatewaySettings
+    from monitoring.judge import JudgeConfig, Judgement
+
+Verdict = Literal["pass", "fail", "inconclusive"]
 
 EXIT_CODES: dict[Verdict, int] = {"pass": 0, "fail": 1, "inconclusive": 3}
 
@@ -66,19 +72,9 @@ def single(result: list[tuple[dict[str, str], float]], expr: str) -> float | Non
 
 
 @dataclass(frozen=True)
-class Row:
-    check: Check
-    stable: float | None
-    canary: float | None
-    value: float | None
-    verdict: Verdict
-    note: str = ""
-
-
-@dataclass(frozen=True)
 class Served:
     """A version one track serves now, on how many instances, and since when its data counts
-    (its first sample in the window; None when Prometheus cannot say)."""
+    (when its earliest instance loaded it; None when Prometheus cannot say)."""
 
     track: str
     model_tag: str
@@ -93,11 +89,15 @@ class Served:
 
 @dataclass
 class Report:
+    """A canary analysis: what each track serves, the traffic it rests on, the judgement."""
+
     window: str
     at: datetime
-    rows: list[Row]
+    judgement: Judgement | None
     # What each track serves now; None: not measured (a dry run's stand-in report).
     versions: list[Served] | None = None
+    traffic: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    predictions: dict[str, int] = field(default_factory=dict)
 
     @property
     def window_start(self) -> datetime:
@@ -111,10 +111,14 @@ class Report:
             out.setdefault(version.track, []).append(version.describe())
         return out
 
+    def version_of(self, track: str) -> str | None:
+        found = {v.model_version for v in self.versions or [] if v.track == track}
+        return found.pop() if len(found) == 1 else None
+
     def covered_from(self, track: str) -> datetime | None:
         """Where the track's compared data begins: the window's start, or later when what it
         serves now began serving inside the window."""
-        starts = [v.since for v in self.versions or [] if v.track == track and v.since is not None]
+        starts = [v.since for v in self.versions or [] if v.track == track and v.since]
         if not starts:
             return None
         return max(self.window_start, min(starts))
@@ -137,22 +141,21 @@ class Report:
 
     @property
     def verdict(self) -> Verdict:
-        problems = ["inconclusive"] if self.problems() else []
-        return overall([row.verdict for row in self.rows] + problems)
+        if self.versions is None and self.judgement is None:
+            return "pass"  # a dry run's stand-in: nothing was measured
+        if self.problems() or self.judgement is None:
+            return "inconclusive"
+        return self.judgement.verdict
 
     @property
     def exit_code(self) -> int:
         return EXIT_CODES[self.verdict]
 
     def reasons(self) -> list[str]:
-        """One phrase per check that did not pass: what a decision records."""
+        """Why the verdict is not a pass: what a decision records."""
         out = list(self.problems())
-        for row in self.rows:
-            if row.verdict == "fail":
-                out.append(f"{row.check.name} {format_value(row.value, row.check, True)} "
-                           f"(limit {format_limit(row.check).removeprefix('<= ')})")
-            elif row.verdict == "inconclusive":
-                out.append(f"{row.check.name}: {row.note or 'no data'}")
+        if self.judgement is not None and self.judgement.verdict != "pass":
+            out.append(self.judgement.summary())
         return out
 
     def summary(self) -> str:
@@ -163,42 +166,53 @@ class Report:
         def when(moment: datetime | None) -> str | None:
             return moment.isoformat(timespec="seconds") if moment else None
 
-        return {"verdict": self.verdict, "window": self.window, "at": self.at.isoformat(),
-                "served": self.served,
+        return {"verdict": self.verdict, "exit_code": self.exit_code, "window": self.window,
+                "at": self.at.isoformat(), "served": self.served,
                 "versions": [{"track": v.track, "model_tag": v.model_tag,
                               "model_version": v.model_version, "instances": v.instances,
                               "since": when(v.since)} for v in self.versions or []],
                 "covered_from": {track: when(self.covered_from(track)) for track in TRACKS},
-                "problems": self.problems(),
-                "checks": [{"check": r.check.name, "stable": r.stable, "canary": r.canary,
-                            "value": r.value, "threshold": r.check.threshold,
-                            "kind": r.check.kind, "verdict": r.verdict, "note": r.note}
-                           for r in self.rows]}
+                "problems": self.problems(), "traffic": self.traffic,
+                "predictions": self.predictions,
+                "judgement": self.judgement.to_dict() if self.judgement else None}
 
 
-def measure(prometheus_url: str, settings: AnalysisSettings, window: str | None = None,
+def measure(prometheus_url: str, settings: AnalysisSettings, log_dir: Path,
+            judge: JudgeConfig | None = None, window: str | None = None, sample: int = 1,
             timeout: float = 15.0) -> Report:
-    """Query every check and judge it. Raises PrometheusError when Prometheus fails (that is
-    an error, exit 2, not a verdict)."""
+    """What each track serves, its traffic (Prometheus) and predictions (the inference log in
+    ``log_dir``), judged. Raises PrometheusError when Prometheus fails (an error, exit 2, not a
+    verdict)."""
+    from monitoring.judge import TrackTraffic, judge_unpaired
+    from monitoring.judge_inputs import track_predictions
+
     window = window or settings.window
-    rows: list[Row] = []
-    gates: dict[str, Verdict] = {}
-    for check in checks(settings, window):
-        sides = {track: single(query(prometheus_url, expr, timeout), expr)
-                 for track, expr in (check.per_track or {}).items()}
-        value = single(query(prometheus_url, check.compare, timeout), check.compare)
-        verdict = check.judge(value)
-        note = ""
-        if check.kind == "gate":
-            gates[check.name] = verdict
-            if verdict != "pass":
-                note = "too little traffic on one track" if value is not None else "no data"
-        elif verdict == "inconclusive":
-            note = (f"too few {check.gate}" if gates.get(check.gate) != "pass"
-                    else "no data on one track")
-        rows.append(Row(check, sides.get("stable"), sides.get("canary"), value, verdict, note))
-    return Report(window, datetime.now(UTC), rows,
-                  served_versions(prometheus_url, settings, window, timeout))
+    versions = served_versions(prometheus_url, settings, window, timeout)
+    report = Report(window, datetime.now(UTC), None, versions)
+    if report.problems():
+        return report
+    values = {name: {track: single(query(prometheus_url, expr, timeout), expr)
+                     for track, expr in per_track.items()}
+              for name, per_track in track_queries(settings, window).items()}
+    report.traffic = {track: {name: values[name][track] for name in values} for track in TRACKS}
+    traffic = {}
+    for track in TRACKS:
+        counts = report.traffic[track]
+        if counts["requests"] is None:
+            traffic[track] = None
+            continue
+        traffic[track] = TrackTraffic(
+            requests=round(counts["requests"]), failed=round(counts["failed"] or 0),
+            rejected=round(counts["rejected"] or 0), latency_p95=counts["latency_p95"],
+            latency_p99=counts["latency_p99"])
+    records = {track: track_predictions(log_dir, track=track, version=report.version_of(track),
+                                        since=report.covered_from(track) or report.window_start)
+               for track in TRACKS}
+    report.predictions = {track: len(frame) for track, frame in records.items()}
+    report.judgement = judge_unpaired(records["stable"], records["canary"], judge,
+                                      stable_traffic=traffic["stable"],
+                                      canary_traffic=traffic["canary"], sample=sample)
+    return report
 
 
 def served_versions(prometheus_url: str, settings: AnalysisSettings, window: str,
@@ -216,46 +230,39 @@ def served_versions(prometheus_url: str, settings: AnalysisSettings, window: str
     return sorted(versions, key=lambda v: (v.track, v.model_tag))
 
 
+def push(report: Report, settings: PushgatewaySettings) -> None:
+    """The judgement's gauges to the Pushgateway, grouped by the canary's version (the
+    ChurnCanaryAnalysisFailing alert and the dashboards read them). Raises PushError."""
+    import time
+
+    from monitoring.judge import CANARY_JOB, judgement_registry
+    from monitoring.push import push_metrics
+
+    canary = report.version_of("canary")
+    if report.judgement is None or canary is None:
+        return
+    # model_version (the canary's) is the push's grouping key: every series carries it.
+    labels = {"stable_version": report.version_of("stable") or ""}
+    push_metrics(judgement_registry(report.judgement, time.time(), labels), CANARY_JOB, canary,
+                 settings)
+
+
 # ------------------------------------------------------------------ the table
 
 
-def format_value(value: float | None, check: Check, compared: bool = False) -> str:
-    """A number as the table shows it, by the check's unit (compared: the judged value)."""
-    if value is None:
-        return "-"
-    unit = check.unit
-    if check.kind == "gate":
-        return f"{value:,.0f}"
-    sign = "+" if compared and check.signed else ""
-    if unit == "pp":
-        return f"{value:{sign}.2f} pp" if compared else f"{value:.2f}%"
-    if unit == "x":
-        return f"{value:.2f}x" if compared else f"{value * 1000:.1f} ms"
-    return f"{value:{sign}.4f}"
-
-
-def format_limit(check: Check) -> str:
-    unit = {"pp": " pp", "x": "x"}.get(check.unit, "")
-    sign = ">=" if check.kind == "gate" else "<="
-    return f"{sign} {number(check.threshold)}{unit}"
-
-
 def table(report: Report) -> str:
-    """The verdict table: metric, stable, canary, compared value, limit, verdict."""
-    header = ("check", "stable", "canary", "compared", "limit", "verdict")
-    lines = [header] + [
-        (row.check.title, format_value(row.stable, row.check), format_value(row.canary, row.check),
-         format_value(row.value, row.check, True), format_limit(row.check),
-         row.verdict + (f" ({row.note})" if row.note else ""))
-        for row in report.rows]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
-    text = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=False))
-            + "  " + line[-1] for line in lines]
+    """What each track serves and where its data begins, then the judge's table."""
     head = [f"canary analysis over the last {report.window} "
             f"({report.at.isoformat(timespec='seconds')}): {report.verdict.upper()}",
             *(_serving_line(report, track) for track in sorted(TRACKS)),
-            *(f"not comparable: {problem}" for problem in report.problems()), ""]
-    return "\n".join(head + text)
+            *(f"not comparable: {problem}" for problem in report.problems())]
+    if report.predictions:
+        head.append("judged on " + ", ".join(
+            f"{track} {report.predictions[track]:,} predictions, "
+            f"{int(report.traffic.get(track, {}).get('requests') or 0):,} requests"
+            for track in sorted(TRACKS)))
+    body = [report.judgement.table()] if report.judgement is not None else []
+    return "\n".join([*head, "", *body]).rstrip() + "\n"
 
 
 def _serving_line(report: Report, track: str) -> str:
@@ -270,7 +277,7 @@ def _serving_line(report: Report, track: str) -> str:
         covered = "data over the whole window"
     else:
         seconds = int((report.at - start).total_seconds())
-        covered = (f"compared from {start.strftime('%H:%M:%S')}, the first sample of what it "
-                   f"serves now ({seconds // 60}m {seconds % 60:02d}s of the {report.window} "
-                   "window)")
+        covered = (f"compared from {start.strftime('%H:%M:%S')}, when what it serves now "
+                   f"began serving ({seconds // 60}m {seconds % 60:02d}s of the "
+                   f"{report.window} window)")
     return f"{track} serves {', '.join(tags)}; {covered}"

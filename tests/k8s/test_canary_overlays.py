@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rollout.analysis import checks
 from rollout.config import CanaryConfig, duration_seconds
-from rollout.render import analysis_template, template_queries
+from rollout.render import analysis_template, judge_command, template_command
 from tests.k8s.conftest import REPO, render
 
 pytestmark = pytest.mark.integration  # renders with the kubectl binary
@@ -83,13 +82,25 @@ def test_argo_overlay_runs_the_service_as_a_rollout_with_the_analysis(rendered) 
     pauses = {duration_seconds(s["pause"]["duration"]) for s in steps if "pause" in s}
     assert pauses == {duration_seconds(CONFIG.run.pause)}
     template = argo.get("AnalysisTemplate", "churn-canary")
-    analyses = [s["analysis"]["templates"] for s in steps if "analysis" in s]
-    assert analyses == [[{"templateName": "churn-canary"}]] * len(weights)
+    analyses = [s["analysis"] for s in steps if "analysis" in s]
+    assert [a["templates"] for a in analyses] == [[{"templateName": "churn-canary"}]] * len(weights)
+    # Each analysis judges its own step: a sample of its own for the judge.
+    assert [a["args"] for a in analyses] == [[{"name": "step", "value": str(i)}]
+                                             for i in range(1, len(weights) + 1)]
     hpa = argo.get("HorizontalPodAutoscaler", "churn-serve")
     assert hpa["spec"]["scaleTargetRef"]["kind"] == "Rollout"
-    # The template in the cluster runs the CLI's queries, with its verdict rules.
-    assert template_queries(template) == {
-        c.name.replace("_", "-"): c.compare for c in checks(CONFIG.analysis)}
+    # The template in the cluster runs the CLI's judge, in the drift CronJob's pod: the same
+    # tagged jobs image, service account, volumes (the inference log it judges) and env.
+    assert template_command(template) == judge_command(CONFIG)
+    judge_pod = template["spec"]["metrics"][0]["provider"]["job"]["spec"]["template"]["spec"]
+    drift_pod = argo.get("CronJob", "churn-drift")["spec"]["jobTemplate"]["spec"]["template"][
+        "spec"]
+    for key in ("serviceAccountName", "securityContext", "volumes"):
+        assert judge_pod[key] == drift_pod[key], key
+    (judge,), (drift,) = judge_pod["containers"], drift_pod["containers"]
+    for key in ("image", "env", "volumeMounts", "securityContext", "resources"):
+        assert judge[key] == drift[key], key
+    assert ":" in judge["image"]  # tagged, as every image of every rendering
 
 
 def test_the_committed_template_is_the_rendered_one() -> None:

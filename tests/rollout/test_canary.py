@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from monitoring.judge import Judgement
 from rollout import kubectl as k
-from rollout.analysis import checks
 from rollout.canary import Canary, CanaryError, PromotionFailed
 from rollout.config import CanaryConfig
-from rollout.measure import Report, Row
+from rollout.measure import Report, Served
 from tests.rollout.manifests import STABLE_TAG
 
 pytestmark = pytest.mark.integration  # every call runs kubectl (and the stand-in server)
@@ -150,33 +150,36 @@ def test_a_promotion_that_does_not_roll_out_is_rolled_back(cluster: Path,
 
 def report(verdict: str) -> Report:
     """An analysis result as `measure` returns it (the real one is tested end to end)."""
-    all_checks = checks(CanaryConfig().analysis)
-    value = {"pass": 0.0, "fail": 99.0, "inconclusive": None}[verdict]
-    rows = [Row(c, None, None, c.threshold if c.kind == "gate" else value,
-                c.judge(c.threshold if c.kind == "gate" else value)) for c in all_checks]
-    return Report("10m", datetime.now(UTC), rows)
+    judgement = Judgement("unpaired", (), {"pass": 100.0, "fail": 0.0}.get(verdict, 50.0),
+                          verdict, {}, 1, 0.05)
+    return Report("10m", datetime.now(UTC), judgement,
+                  [Served("stable", "m:v1", "v1", 3), Served("canary", "m:v2", "v2", 1)])
 
 
-@pytest.mark.parametrize(("verdicts", "code", "sizes", "decision"), [
-    (["pass", "pass", "pass"], 0, [1, 1, 3], "promoted"),  # 5%, 25%, 50% of 3 stable pods
-    (["pass", "fail"], 1, [1, 1], "aborted"),
-    (["inconclusive"] * 3, 3, [1, 1, 1], "aborted"),  # two retries, then give up
-    (["inconclusive", "pass", "pass", "pass"], 0, [1, 1, 1, 3], "promoted"),
+@pytest.mark.parametrize(("verdicts", "code", "sizes", "samples", "decision"), [
+    (["pass", "pass", "pass"], 0, [1, 1, 3], [1, 2, 3], "promoted"),  # 5, 25, 50% of 3 pods
+    (["pass", "fail"], 1, [1, 1], [1, 2], "aborted"),
+    (["inconclusive"] * 3, 3, [1, 1, 1], [1, 1, 1], "aborted"),  # two retries, then give up
+    (["inconclusive", "pass", "pass", "pass"], 0, [1, 1, 1, 3], [1, 1, 2, 3], "promoted"),
 ])
 def test_run_steps_through_the_shares_and_stops_on_the_first_bad_analysis(
         cluster: Path, tmp_path: Path, verdicts: list[str], code: int, sizes: list[int],
-        decision: str) -> None:
+        samples: list[int], decision: str) -> None:
     canary = canary_for(cluster, tmp_path)
     answers = iter(verdicts)
     seen: list[int] = []
+    steps: list[int] = []
     slept: list[float] = []
 
-    def analyze() -> Report:
+    def analyze(step: int) -> Report:
         seen.append(obj(cluster, "deployment", "churn-serve-canary")["spec"]["replicas"])
+        steps.append(step)
         return report(next(answers))
 
     assert canary.run(NEW_TAG, None, analyze, slept.append, lambda r: None) == code
     assert seen == sizes  # the canary's size when each analysis ran
+    # Each step is a sample of its own for the judge; a retry of a step keeps its number.
+    assert steps == samples
     assert slept == [600.0] * len(sizes)  # a pause before every analysis
     assert next(answers, None) is None  # no analysis after the decision
     final = obj(cluster, "deployment", "churn-serve-canary")

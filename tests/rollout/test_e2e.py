@@ -1,19 +1,24 @@
 """The canary analysis end to end on real parts: a stable and a canary `bentoml serve` (each
 told its model by CHURN_MODEL_TAG, as a pod is), a real Prometheus with the project's rules
-scraping both with a `track` label, /predict traffic split 3:1 as a 25% step would split it,
+scraping both with a `track` label, /predict traffic split 1:1 as a 50% step would split it,
 and the real `churn canary analyze`. The canary:
 
 1. too little traffic: inconclusive;
-2. a model retrained on another sample of the same population: pass, and the gate rows count
-   exactly the requests each track was sent;
+2. the stable model saved again as a new version (what an A/A check of the judge deploys):
+   pass, and the counts the judge gets are exactly the requests each track was sent (whether a
+   model retrained on another sample passes is the simulation's to measure, at the default
+   tolerances: bench/judge_errors.py, docs/judge.md);
 3. swapped, on the same instance, for a model trained on drifted data (as `churn canary start
    --model` or a local restart on the same port swaps it): inconclusive right after the swap,
-   although the window still holds the previous model's passing data; after traffic it fails
+   although the window still holds the previous version's passing data; after traffic it fails
    on what the new model alone predicts, while every HTTP check passes;
 4. the stable model under a contract that refuses premium plans: fails on rejected inputs.
 
-The thresholds are the defaults of configs/canary.yaml; only the traffic gates are scaled to a
-test's traffic, and the latency floor is raised (see ANALYSIS)."""
+The canary is judged by the model judge (monitoring/judge) on each track's predictions from the
+inference log both servers write (as pods share a volume; each record says its track) and its
+requests from Prometheus. A test's traffic is hundreds of predictions per track, where the
+default tolerances (sized for thousands: docs/judge.md) would stay inconclusive: JUDGE widens
+them, as the drill does; the defaults' error rates are measured by bench/judge_errors.py."""
 
 from __future__ import annotations
 
@@ -39,18 +44,20 @@ from tests.servers import BENTOML, SERVICE, Server, customer_bodies
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
 REPO = Path(__file__).resolve().parents[2]
 HTTP_CHECKS = {"failed_requests", "rejected_input", "latency_p95", "latency_p99"}
-PREDICTION_CHECKS = {"will_churn_share", "high_share", "mean_probability", "probability_psi",
-                     "unseen_categories"}
-ANALYSIS = {
-    # The default 10m window: each case has a Prometheus of its own that holds only its
-    # traffic (scrapes on a busy machine can lag by many seconds: a short window could miss it).
-    "min_requests": 100,
-    "min_predictions": 150,
-    # Four servers share two busy cores with the test: a p99 of a few hundred milliseconds
-    # is the machine, not the canary. The latency rule itself is unit-tested in rules.test.yml.
-    "latency_floor_seconds": 0.5,
+PREDICTION_CHECKS = {"flagged_share", "high_share", "mean_probability"}
+JUDGE = {
+    "unpaired": {
+        "planned_samples": 1, "min_requests": 100, "min_predictions": 150,
+        # Servers share two busy cores with the test: a p99 of a few hundred milliseconds is
+        # the machine, not the canary.
+        "latency_floor_seconds": 0.5,
+        "checks": {"flagged_share": {"tolerance": 0.10}, "high_share": {"tolerance": 0.08},
+                   "mean_probability": {"tolerance": 0.3},
+                   "failed_requests": {"tolerance": 0.05},
+                   "rejected_input": {"tolerance": 0.05}},
+    },
 }
-CANARY_EVERY = 4  # every 4th request goes to the canary: a 25% share
+CANARY_EVERY = 2  # every 2nd request goes to the canary: a 50% share
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +65,11 @@ def canary_models(trained_entry, contract, fast_config, churn_home: Path,
                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """Tags of the three canary models, each under a dataset name of its own so the session's
     champion is untouched; removed from the store afterwards."""
+    def copy_of_stable(dataset: str, contract_raw: dict) -> str:
+        return save_entry(trained_entry.model, DataContract.model_validate(contract_raw),
+                          trained_entry.metadata.model_copy(update={"dataset": dataset}),
+                          trained_entry.reference, "champion").tag
+
     from kernel.contract import DataContract
     from kernel.store import delete_entry, save_entry
     from training.generate import GeneratorConfig, generate_customers
@@ -65,32 +77,28 @@ def canary_models(trained_entry, contract, fast_config, churn_home: Path,
 
     folder = tmp_path_factory.mktemp("canary-data")
     tags = {}
-    # "retrained": the stable's recipe (4,000 customers) on another sample; fewer rows would
-    # move its business threshold, and with it the share flagged, by more than noise.
-    for name, population in (("retrained", GeneratorConfig(rows=4000, seed=8)),
-                             ("drifted", GeneratorConfig(rows=2000, seed=9, drifted=True))):
-        path = folder / f"{name}.csv"
-        generate_customers(population).to_csv(path, index=False)
-        own = contract.model_copy(update={"name": f"canary_{name}"})
-        tags[name] = train_and_register(str(path), own, fast_config, churn_home).model_tag
+    path = folder / "drifted.csv"
+    generate_customers(GeneratorConfig(rows=2000, seed=9, drifted=True)).to_csv(path, index=False)
+    own = contract.model_copy(update={"name": "canary_drifted"})
+    tags["drifted"] = train_and_register(str(path), own, fast_config, churn_home).model_tag
+    tags["same"] = copy_of_stable("canary_same", {**trained_entry.contract.model_dump(),
+                                                  "name": "canary_same"})
     raw = trained_entry.contract.model_dump()
     raw["name"] = "canary_narrowed"
     raw["features"]["plan"]["values"] = ["basic", "standard"]  # stable also takes "premium"
-    narrowed = save_entry(trained_entry.model, DataContract.model_validate(raw),
-                          trained_entry.metadata.model_copy(update={"dataset": "canary_narrowed"}),
-                          trained_entry.reference, "champion")
-    tags["narrowed"] = narrowed.tag
+    tags["narrowed"] = copy_of_stable("canary_narrowed", raw)
     yield tags
     for tag in tags.values():
         delete_entry(tag)
 
 
-def serve(tag: str, folder: Path, port: int | None = None) -> Server:
+def serve(tag: str, folder: Path, track: str, log_dir: Path, port: int | None = None) -> Server:
     """`bentoml serve` of one model named by CHURN_MODEL_TAG, as a pod names it (one worker:
-    CPU is scarce)."""
+    CPU is scarce), writing its inference log to the shared ``log_dir`` with its track."""
     folder.mkdir(parents=True, exist_ok=True)
     config = folder / "service.yaml"
-    config.write_text(yaml.safe_dump({"workers": 1, "inference_log": {"enabled": False}}))
+    config.write_text(yaml.safe_dump({"workers": 1, "inference_log": {
+        "directory": str(log_dir), "flush_seconds": 0.2}}))
     port = port or free_port()
     url = f"http://127.0.0.1:{port}"
     # `bentoml serve` keeps its metrics in $BENTOML_HOME/prometheus_multiproc_dir and empties
@@ -100,7 +108,7 @@ def serve(tag: str, folder: Path, port: int | None = None) -> Server:
     home.mkdir()
     (home / "models").symlink_to(Path(os.environ["BENTOML_HOME"]) / "models")
     env = {**os.environ, "CHURN_SERVICE_CONFIG": str(config), "CHURN_MODEL_TAG": tag,
-           "BENTOML_HOME": str(home)}
+           "BENTOML_HOME": str(home), "CHURN_TRACK": track}
     process = start_process(
         [BENTOML, "serve", SERVICE, "--host", "127.0.0.1", "--port", str(port)],
         name=f"bentoml serve {tag}", log_path=folder / "server.log", cwd=REPO, env=env,
@@ -113,8 +121,8 @@ class CanarySlot:
     model at a time: ``serve(name)`` swaps the model there, with a fresh BentoML home, as a
     new canary pod or a local restart on the same port does."""
 
-    def __init__(self, tags: dict[str, str], root: Path) -> None:
-        self.tags, self.root, self.port = tags, root, free_port()
+    def __init__(self, tags: dict[str, str], root: Path, log_dir: Path) -> None:
+        self.tags, self.root, self.port, self.log_dir = tags, root, free_port(), log_dir
         self.url = f"http://127.0.0.1:{self.port}"
         self.name: str | None = None
         self.server: Server | None = None
@@ -124,7 +132,7 @@ class CanarySlot:
         if self.name != name or fresh:
             self.stop()
             self.server = serve(self.tags[name], self.root / f"{name}-{time.monotonic_ns()}",
-                                self.port)
+                                "canary", self.log_dir, self.port)
             self.name = name
         return self.server
 
@@ -137,20 +145,24 @@ class CanarySlot:
 @pytest.fixture(scope="module")
 def servers(trained_entry, canary_models: dict[str, str],
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    """Stable, the narrowed canary and the canary slot serving "retrained", started together
+    """Stable, the narrowed canary and the canary slot serving "same", started together
     (start-up is mostly waiting on imports and model loads; in parallel they take about as
     long as one)."""
     root = tmp_path_factory.mktemp("canary-servers")
-    slot = CanarySlot(canary_models, root / "slot")
+    log_dir = root / "inference_log"  # one folder for every pod, as the shared volume is
+    slot = CanarySlot(canary_models, root / "slot", log_dir)
     with ThreadPoolExecutor(3) as pool:
-        futures = {"stable": pool.submit(serve, trained_entry.tag, root / "stable"),
-                   "narrowed": pool.submit(serve, canary_models["narrowed"], root / "narrowed"),
-                   "slot": pool.submit(slot.serve, "retrained")}
+        futures = {"stable": pool.submit(serve, trained_entry.tag, root / "stable", "stable",
+                                         log_dir),
+                   "narrowed": pool.submit(serve, canary_models["narrowed"], root / "narrowed",
+                                           "canary", log_dir),
+                   "slot": pool.submit(slot.serve, "same")}
     started = {name: f.result() for name, f in futures.items() if f.exception() is None}
     try:
         failed = [f"{name}: {f.exception()}" for name, f in futures.items() if f.exception()]
         assert not failed, failed
-        yield {"stable": started["stable"], "narrowed": started["narrowed"], "slot": slot}
+        yield {"stable": started["stable"], "narrowed": started["narrowed"], "slot": slot,
+               "log_dir": log_dir}
     finally:
         slot.stop()
         for name in ("stable", "narrowed"):
@@ -163,14 +175,15 @@ def bodies(contract) -> list[dict]:
     """Valid /predict bodies of customers neither model was trained on."""
     from training.generate import GeneratorConfig, generate_customers
 
-    customers = generate_customers(GeneratorConfig(rows=1100, seed=31))
+    customers = generate_customers(GeneratorConfig(rows=2000, seed=31))
     return customer_bodies(customers.drop_duplicates(contract.id), contract)
 
 
 @pytest.fixture(scope="module")
 def config_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("canary-config") / "canary.yaml"
-    path.write_text(yaml.safe_dump({"analysis": ANALYSIS}))
+    """The judge's settings for a test's traffic (the canary config's defaults stand)."""
+    path = tmp_path_factory.mktemp("canary-config") / "judge.yaml"
+    path.write_text(yaml.safe_dump(JUDGE))
     return path
 
 
@@ -209,19 +222,28 @@ def split_traffic(urls: dict[str, str], bodies: list[dict]) -> tuple[Counter, li
     counts and the canary's answers."""
     targets = [("canary" if i % CANARY_EVERY == 0 else "stable", body)
                for i, body in enumerate(bodies)]
+
+    def post(client: httpx.Client, track: str, body: dict) -> httpx.Response:
+        try:
+            return client.post(f"{urls[track]}/predict", json=body)
+        except (httpx.ReadError, httpx.RemoteProtocolError):
+            # A kept-alive connection the server closed as the request left (an idle
+            # timeout on a loaded machine): the request never arrived; send it again.
+            return client.post(f"{urls[track]}/predict", json=body)
+
     with httpx.Client(timeout=60) as client, ThreadPoolExecutor(6) as pool:
-        answers = list(pool.map(lambda target: (target[0], client.post(
-            f"{urls[target[0]]}/predict", json=target[1])), targets))
+        answers = list(pool.map(lambda target: (target[0], post(client, *target)), targets))
     codes = Counter((track, answer.status_code) for track, answer in answers)
     canary = [answer.json() for track, answer in answers
               if track == "canary" and answer.status_code == 200]
     return codes, canary
 
 
-def analyze(stack: RunningStack, config_path: Path) -> tuple[int, dict, str]:
+def analyze(stack: RunningStack, config_path: Path, log_dir: Path) -> tuple[int, dict, str]:
     """The real CLI, as an operator runs it: exit code, JSON report, and the table."""
     command = [sys.executable, "-m", "churn_cli", "canary", "analyze", "--prometheus",
-               stack.prometheus_url, "--config", str(config_path)]
+               stack.prometheus_url, "--judge-config", str(config_path), "--inference-log",
+               str(log_dir), "--pushgateway", stack.pushgateway_url]
     as_json = subprocess.run([*command, "--json"], cwd=REPO, capture_output=True, text=True,
                              timeout=120)
     shown = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
@@ -231,12 +253,18 @@ def analyze(stack: RunningStack, config_path: Path) -> tuple[int, dict, str]:
     return as_json.returncode, json.loads(as_json.stdout), shown.stdout
 
 
-def verdicts(report: dict) -> dict[str, str]:
-    return {row["check"]: row["verdict"] for row in report["checks"]}
+def classes(report: dict) -> dict[str, str]:
+    """check -> Pass | High | Low | Undecided | NoData, for the scored checks."""
+    return {row["name"]: row["classification"] for row in report["judgement"]["checks"]
+            if row["scored"]}
 
 
-def rows_of(report: dict) -> dict[str, dict]:
-    return {row["check"]: row for row in report["checks"]}
+def failing(report: dict) -> set[str]:
+    return set(report["judgement"]["failing_checks"])
+
+
+def check(report: dict, name: str) -> dict:
+    return next(row for row in report["judgement"]["checks"] if row["name"] == name)
 
 
 @dataclass
@@ -246,14 +274,16 @@ class Case:
     stack: RunningStack
     urls: dict[str, str]
     config_path: Path
+    log_dir: Path
 
     def send(self, traffic: list[dict]) -> tuple[Counter, list[dict]]:
         counts, answers = split_traffic(self.urls, traffic)
         wait_until_scraped(self.stack, self.urls)
+        time.sleep(0.5)  # the inference log's flush (0.2 s)
         return counts, answers
 
     def analyze(self) -> tuple[int, dict, str]:
-        return analyze(self.stack, self.config_path)
+        return analyze(self.stack, self.config_path, self.log_dir)
 
 
 @pytest.fixture
@@ -272,7 +302,7 @@ def case(servers: dict, config_path: Path, tmp_path: Path):
         running.append(stack)
         # A baseline scrape of both before the traffic.
         wait_until_scraped(stack, urls)
-        return Case(stack, urls, config_path)
+        return Case(stack, urls, config_path, servers["log_dir"])
 
     yield start
     for stack in running:
@@ -280,50 +310,51 @@ def case(servers: dict, config_path: Path, tmp_path: Path):
 
 
 def test_too_little_canary_traffic_is_inconclusive_not_a_pass(case, servers, bodies) -> None:
-    servers["slot"].serve("retrained")
+    servers["slot"].serve("same")
     running = case(servers["slot"].url)
-    counts, _ = running.send(bodies[:240])  # 60 canary requests
+    counts, _ = running.send(bodies[:160])  # 80 canary requests
     code, report, table = running.analyze()
-    assert counts[("canary", 200)] == 60
+    assert counts[("canary", 200)] == 80
     assert code == 3 and report["verdict"] == "inconclusive", table
-    assert set(verdicts(report).values()) == {"inconclusive"}, table
-    rows = rows_of(report)
-    # The gate reports what the canary served, exactly.
-    assert rows["requests"]["value"] == 60, table
-    assert "too few" in rows["probability_psi"]["note"], table
+    assert set(classes(report).values()) == {"NoData"}, table
+    # The counts the judge got are what the canary served, exactly.
+    assert report["traffic"]["canary"]["requests"] == 80, table
+    assert report["predictions"]["canary"] == 80, table
+    assert report["judgement"]["needed_predictions"] or "decides at" in table
 
 
-def test_a_retrained_model_of_equal_quality_passes_and_the_gates_count_what_was_sent(
-        case, servers, bodies) -> None:
-    servers["slot"].serve("retrained", fresh=True)  # a canary that has served nothing yet
+def test_an_equal_model_passes_and_the_counts_are_what_was_sent(case, servers, bodies) -> None:
+    servers["slot"].serve("same", fresh=True)  # a canary that has served nothing yet
     running = case(servers["slot"].url)
     counts, _ = running.send(bodies)
     code, report, table = running.analyze()
     sent = {track: sum(n for (t, _), n in counts.items() if t == track)
             for track in ("stable", "canary")}
-    assert sent["canary"] >= 250 and sent["stable"] >= 750
+    assert sent["canary"] >= 950 and sent["stable"] >= 950
     assert code == 0, table
-    assert set(verdicts(report).values()) == {"pass"}, table
-    rows = rows_of(report)
+    assert set(classes(report).values()) == {"Pass"}, table
     # Not increase()'s extrapolation: what was served. The canary served exactly this case's
     # requests; stable (started inside the window) also those of the cases before.
-    assert abs(rows["requests"]["canary"] - sent["canary"]) <= 1, (sent, table)
-    assert abs(rows["predictions"]["canary"] - counts[("canary", 200)]) <= 1, table
-    assert abs(rows["requests"]["stable"] - served_requests(running.urls["stable"])) <= 1, table
-    assert rows["requests"]["stable"] >= sent["stable"], table
-    assert rows["requests"]["value"] == min(rows["requests"][t] for t in ("stable", "canary"))
+    traffic = report["traffic"]
+    assert abs(traffic["canary"]["requests"] - sent["canary"]) <= 1, (sent, table)
+    assert report["predictions"]["canary"] == counts[("canary", 200)], table
+    assert abs(traffic["stable"]["requests"] - served_requests(running.urls["stable"])) <= 1
+    assert traffic["stable"]["requests"] >= sent["stable"], table
     served = report["served"]
-    assert "canary_retrained" in " ".join(served["canary"])
+    assert "canary_same" in " ".join(served["canary"])
     assert "streaming_churn" in " ".join(served["stable"])
+    # The judgement was pushed: the dashboards and the alert read it.
+    pushed = query(running.stack, 'churn_judge_verdict{job="churn_canary_judge"}')
+    assert [float(s["value"][1]) for s in pushed] == [0.0], pushed
 
 
 def test_a_canary_swapped_for_a_drifted_model_is_judged_on_its_own_predictions(
         case, servers, bodies) -> None:
     slot = servers["slot"]
-    slot.serve("retrained")
+    slot.serve("same")
     running = case(slot.url)
-    _, _ = running.send(bodies[:800])  # 200 canary predictions of the passing model
-    assert running.analyze()[0] == 0
+    _, _ = running.send(bodies[:400])  # 200 canary predictions of the passing model
+    assert running.analyze()[0] in (0, 3)  # never a fail
     drifted = slot.serve("drifted")  # same address, new model: the window keeps the old data
     running.urls["canary"] = drifted.url
     wait_until_scraped(running.stack, running.urls)
@@ -331,26 +362,23 @@ def test_a_canary_swapped_for_a_drifted_model_is_judged_on_its_own_predictions(
     code, report, table = running.analyze()
     assert code == 3 and report["verdict"] == "inconclusive", table  # not the old pass
     assert "canary_drifted" in " ".join(report["served"]["canary"]), table
-    assert rows_of(report)["predictions"]["canary"] in (None, 0), table
+    assert report["predictions"]["canary"] == 0, table  # the previous version's never count
     assert report["covered_from"]["canary"] > report["covered_from"]["stable"], report
 
     counts, answers = running.send(bodies)
     code, report, table = running.analyze()
-    outcome = verdicts(report)
+    outcome = classes(report)
     assert code == 1, table
-    assert {name for name in HTTP_CHECKS if outcome[name] == "pass"} == HTTP_CHECKS, table
-    failed = {name for name, verdict in outcome.items() if verdict == "fail"}
-    assert failed <= PREDICTION_CHECKS, table
-    assert {"mean_probability", "probability_psi"} <= failed, table
+    assert {outcome[name] for name in HTTP_CHECKS} <= {"Pass", "Undecided"}, table
+    assert failing(report) <= PREDICTION_CHECKS and "mean_probability" in failing(report), table
     # The canary's numbers are the drifted model's own answers, none of its predecessor's.
-    rows = rows_of(report)
-    assert rows["predictions"]["canary"] == counts[("canary", 200)] == len(answers), table
-    flagged = 100 * sum(a["will_churn"] for a in answers) / len(answers)
+    assert report["predictions"]["canary"] == counts[("canary", 200)] == len(answers), table
     mean = sum(a["churn_probability"] for a in answers) / len(answers)
-    assert rows["will_churn_share"]["canary"] == pytest.approx(flagged, abs=1e-6), table
-    assert rows["mean_probability"]["canary"] == pytest.approx(mean, abs=1e-9), table
+    stable_mean = check(report, "mean_probability")
+    assert stable_mean["effect"] < -0.3, table  # the drifted model's own shift, undiluted
     served_version = httpx.get(f"{drifted.url}/readyz", timeout=30).json()["model_version"]
     assert {a["model_version"] for a in answers} == {served_version}
+    assert 0 < mean < 0.12, mean
 
 
 def test_a_canary_rejecting_valid_input_fails_on_the_error_checks(case, servers,
@@ -360,8 +388,8 @@ def test_a_canary_rejecting_valid_input_fails_on_the_error_checks(case, servers,
     code, report, table = running.analyze()
     assert counts[("canary", 400)] > 20 and counts[("stable", 400)] == 0  # premium customers
     assert code == 1, table
-    assert verdicts(report)["rejected_input"] == "fail", table
-    row = rows_of(report)["rejected_input"]
-    rejected = 100 * counts[("canary", 400)] / (counts[("canary", 400)] + counts[("canary", 200)])
-    assert row["value"] == pytest.approx(rejected, abs=1e-6)
-    assert "rejected input (4xx but 429)" in table and "FAIL" in table
+    assert "rejected_input" in failing(report), table
+    rejected = check(report, "rejected_input")
+    share = counts[("canary", 400)] / (counts[("canary", 400)] + counts[("canary", 200)])
+    assert rejected["effect"] == pytest.approx(share, abs=1e-9), table
+    assert report["traffic"]["canary"]["rejected"] == counts[("canary", 400)], table
