@@ -9,7 +9,9 @@
   pydantic schema of the same rules.
 
 Every rejection raises pydantic's ``ValidationError``, which BentoML answers with 400 and a
-JSON body listing each field (``loc``) and rule (``type``, ``msg``); ``on_invalid`` counts it.
+JSON body listing each field (``loc``) and rule (``type``, ``msg``), shaped as the documented
+``ErrorAnswer`` by ``service.openapi.ApiContract``; ``on_invalid`` counts it. Bodies reach these
+specs within the size limit and sent as JSON: the middlewares answer 413 and 415 before.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from typing import Any, NamedTuple
 
 import orjson
 from pydantic import BaseModel, ValidationError
-from pydantic_core import PydanticCustomError
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -50,27 +51,14 @@ def _rejected(endpoint: str, exc: ValidationError, on_invalid: InvalidHook) -> N
     }})
 
 
-async def _body(request: Request, limit: int) -> bytes:
-    body = await request.body()
-    if len(body) > limit:  # a body sent without Content-Length escapes the middleware check
-        raise ValidationError.from_exception_data("Body", [{
-            "type": PydanticCustomError("body_too_large", "body is {size} bytes; the limit "
-                                        "is {limit}", {"size": len(body), "limit": limit}),
-            "loc": ("body",), "input": None,
-        }])
-    return body
-
-
-def single_customer_spec(customer: type[BaseModel], max_body_bytes: int,
-                         on_invalid: InvalidHook) -> type[IODescriptor]:
+def single_customer_spec(customer: type[BaseModel], on_invalid: InvalidHook) -> type[IODescriptor]:
     class OneCustomer(IORootModel[list[Any]]):
         __root_input__ = True
 
         @classmethod
         async def from_http_request(cls, request: Request, serde: object) -> OneCustomer:
             try:
-                body = await _body(request, max_body_bytes)
-                parsed = customer.model_validate_json(body)
+                parsed = customer.model_validate_json(await request.body())
             except ValidationError as exc:
                 _rejected("predict", exc, on_invalid)
                 raise
@@ -99,15 +87,14 @@ def single_prediction_spec(prediction: type[BaseModel]) -> type[IODescriptor]:
 
 
 def customer_batch_spec(batch_model: type[BaseModel], contract: DataContract, max_rows: int,
-                        max_body_bytes: int, on_invalid: InvalidHook) -> type[IODescriptor]:
+                        on_invalid: InvalidHook) -> type[IODescriptor]:
     decoder = BatchDecoder(contract, batch_model, max_rows)
 
     class CustomerBatch(IOMixin, batch_model):  # type: ignore[misc, valid-type]
         @classmethod
         async def from_http_request(cls, request: Request, serde: object) -> CustomerBatch:
             try:
-                body = await _body(request, max_body_bytes)
-                columns = decoder.decode(body)
+                columns = decoder.decode(await request.body())
             except ValidationError as exc:
                 _rejected("predict_batch", exc, on_invalid)
                 raise

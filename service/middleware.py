@@ -29,6 +29,7 @@ from kernel.adapters.bentoml_internals import (
     BentoTimeoutMiddleware,
     install_timeout_middleware,
 )
+from service.openapi import error_answer
 
 REQUEST_ID_HEADER = b"x-request-id"
 MODEL_VERSION_HEADER = b"x-model-version"
@@ -113,21 +114,16 @@ class RequestContextMiddleware:
                 # the client (or the next pod behind the Service) can retry.
                 status = 429
                 self.on_rejected(endpoint, "overloaded")
-                await _send_json(send_with_id, 429, {
-                    "error": "overloaded",
-                    "detail": [{"type": "overloaded", "loc": [], "msg": f"{self.in_flight} "
-                                f"requests in flight in this worker (limit "
-                                f"{self.max_in_flight}); retry shortly"}],
-                }, headers=[(b"retry-after", b"1")])
+                await _send_json(send_with_id, 429, error_answer(
+                    "overloaded", "overloaded", f"{self.in_flight} requests in flight in this "
+                    f"worker (limit {self.max_in_flight}); retry shortly"),
+                    headers=[(b"retry-after", b"1")])
             elif length is not None and length > self.max_body_bytes:
                 status = 413
                 self.on_rejected(endpoint, "body_too_large")
-                await _send_json(send_with_id, 413, {
-                    "error": "request body too large",
-                    "detail": [{"type": "body_too_large", "loc": ["body"],
-                                "msg": f"body is {length} bytes; the limit is "
-                                       f"{self.max_body_bytes}"}],
-                })
+                await _send_json(send_with_id, 413, error_answer(
+                    "request body too large", "body_too_large",
+                    f"body is {length} bytes; the limit is {self.max_body_bytes}", ["body"]))
             else:
                 self.in_flight += 1
                 try:

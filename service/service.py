@@ -11,8 +11,9 @@ Importing this module does what BentoML needs from it at import, and nothing els
    metadata, contract and one reference row are read; the model itself loads in each worker's
    ``__init__``;
 3. ``install_request_handling(ChurnService)``: BentoML's request-timeout fix and our ASGI
-   middleware (request ids, JSON access log, body limit, load shedding), which BentoML reads
-   from the class when it builds each worker's app.
+   middleware (request ids, JSON access log, body limit, load shedding; the OpenAPI document and
+   one error shape, ``service/openapi.py``), which BentoML reads from the class when it builds
+   each worker's app.
 
 Everything else (metrics, JSON logging, the inference log, the warm-up) happens in
 ``ChurnService.__init__``, in the worker.
@@ -44,6 +45,7 @@ from service.middleware import (
     configure_json_logging,
     use_cancelling_timeout,
 )
+from service.openapi import ApiContract, openapi_document
 from service.schema import BatchPrediction, Prediction
 from service.scoring import RISK_LEVELS, Scorer, Scores
 from service.served import answers, batch_summary, serve_model
@@ -103,7 +105,7 @@ class ChurnService:
 
     @bentoml.api(
         route="/predict",
-        input_spec=single_customer_spec(served.customer, config.max_body_bytes, _count_invalid),
+        input_spec=single_customer_spec(served.customer, _count_invalid),
         output_spec=single_prediction_spec(Prediction),
         batchable=config.batching.enabled,
         max_batch_size=config.batching.max_batch_size,
@@ -118,7 +120,7 @@ class ChurnService:
     @bentoml.api(
         route="/predict_batch",
         input_spec=customer_batch_spec(served.batch, served.contract, config.max_batch_rows,
-                                       config.max_body_bytes, _count_invalid),
+                                       _count_invalid),
         output_spec=BatchPrediction,
     )
     def predict_batch(self, customers: CustomerColumns) -> BatchPrediction:
@@ -160,7 +162,9 @@ class ChurnService:
 def install_request_handling(service: type) -> None:
     """BentoML's request timeout that cancels its timer (``service/middleware.py``), and our
     middleware on ``service``: request ids, the JSON access log, the body limit, load
-    shedding beyond ``max_in_flight``, and the request metrics."""
+    shedding beyond ``max_in_flight``, and the request metrics; inside it, the API contract
+    (``service/openapi.py``): the OpenAPI document at /docs.json, 415 for a body not sent as
+    JSON, one error shape for every error answer."""
     use_cancelling_timeout()
     service.add_asgi_middleware(
         RequestContextMiddleware, max_body_bytes=config.max_body_bytes,
@@ -168,6 +172,10 @@ def install_request_handling(service: type) -> None:
             endpoint, [reason]), model=served.identity, endpoints=ENDPOINTS,
         on_done=lambda endpoint, status, seconds: service_metrics().request_done(
             VERSION, endpoint, status, seconds), max_in_flight=config.max_in_flight)
+    service.add_asgi_middleware(
+        ApiContract, document=lambda: openapi_document(service.openapi_spec.asdict(), VERSION),
+        endpoints=ENDPOINTS, max_body_bytes=config.max_body_bytes,
+        on_rejected=lambda endpoint, reason: _count_invalid(endpoint, [reason]))
 
 
 install_request_handling(ChurnService)

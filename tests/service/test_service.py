@@ -129,8 +129,9 @@ def test_asgi_missing_field_empty_list_over_max_malformed_oversized(client, bodi
 
 def test_asgi_docs_show_the_contract_fields(client, trained_entry):
     spec = client.get("/docs.json").json()
-    schema = spec["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"][
-        "schema"]
+    body = spec["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]
+    assert body["schema"] == {"$ref": "#/components/schemas/Customer"}
+    schema = spec["components"]["schemas"]["Customer"]
     contract = trained_entry.contract
     assert set(schema["properties"]) == {contract.id, *contract.features}
     number, text = schema["properties"]["tenure_days"]["oneOf"]
@@ -141,7 +142,8 @@ def test_asgi_docs_show_the_contract_fields(client, trained_entry):
     assert set(schema["example"]) == set(schema["properties"])
     answer = spec["paths"]["/predict"]["post"]["responses"]["200"]["content"][
         "application/json"]["schema"]
-    assert "churn_probability" in answer["properties"]
+    assert "churn_probability" in spec["components"]["schemas"][answer["$ref"].split("/")[-1]][
+        "properties"]
     assert client.get("/livez").status_code == 200
 
 

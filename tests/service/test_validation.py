@@ -336,7 +336,7 @@ def test_a_strict_field_answers_with_the_json_value_to_send(contract, field, sen
 
     # /predict: its input spec, as BentoML calls it (a ValidationError answers 400).
     rejected: list = []
-    spec = single_customer_spec(customer, 10_000, lambda endpoint, reasons: rejected.append(
+    spec = single_customer_spec(customer, lambda endpoint, reasons: rejected.append(
         (endpoint, reasons)))
     payload = orjson.dumps(body)
 
