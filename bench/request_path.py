@@ -1,0 +1,105 @@
+"""Per-batch CPU of each stage of the service's scoring path, in process: ``python -m
+bench.request_path`` (BENTOML_HOME must hold a champion).
+
+For batches of 1, 8, 32, 64 (what adaptive batching forms for /predict) and 10,000 rows (a
+/predict_batch call), the CPU time (``time.thread_time``, best of several rounds) of: turning
+validated /predict bodies into columns, the feature matrix (derived features, impute, scale,
+one-hot), the model, the unseen-category check, decisions, the prediction metrics, and the
+answers. CPU time of one thread stays meaningful when other jobs share the machine, where wall
+time does not. ``--code DIR`` measures another checkout of the project (say, the commit before
+a change) with this same script, so before and after come from one run.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+SIZES = (1, 8, 32, 64, 10_000)
+
+
+def _best(fn, rounds: int, calls: int) -> float:
+    """Milliseconds of thread CPU per call, the best of ``rounds`` rounds of ``calls`` calls."""
+    fn()
+    best = float("inf")
+    for _ in range(rounds):
+        started = time.thread_time()
+        for _ in range(calls):
+            fn()
+        best = min(best, (time.thread_time() - started) / calls)
+    return round(best * 1000, 4)
+
+
+def stages(n: int, bodies: list[dict], served, scorer, metrics, version: str) -> dict:
+    """Per-call CPU milliseconds of each stage for a batch of the first ``n`` bodies."""
+    import numpy as np
+
+    from service.scoring import RISK_LEVELS
+    from service.served import answers
+
+    customers = [served.customer.model_validate(b) for b in bodies[:n]]
+    columns = served.columns(customers)
+    features = columns.features
+    matrix = scorer.builder.matrix(features)
+    scores = scorer.score(features)
+    calls, rounds = max(1, 512 // n), (7 if n < 10_000 else 5)
+    work = {
+        "columns": lambda: served.columns(customers),
+        "matrix": lambda: scorer.builder.matrix(features),
+        "model": lambda: scorer.model.predict_proba_matrix(matrix),
+        "unseen": lambda: scorer.unseen(features, n),
+        "decisions": lambda: (RISK_LEVELS[np.searchsorted(scorer.cutoffs, scores.probability,
+                                                          side="right")],
+                              scores.probability >= scorer.threshold),
+        "score (matrix, model, unseen, decisions)": lambda: scorer.score(features),
+        "metrics": lambda: metrics.observe(version, scores.probability, scores.risk_level,
+                                           scores.unseen),
+        "answers": lambda: answers(scores, columns.ids, version, scorer.recommendations),
+    }
+    return {name: _best(fn, rounds, calls) for name, fn in work.items()}
+
+
+def measure(args, scratch: Path) -> dict:
+    if args.code:
+        sys.path.insert(0, str(Path(args.code).resolve()))
+    from kernel.store import resolve_entry
+    from service.config import ServiceConfig
+    from service.metrics import service_metrics
+    from service.schema import (
+        batch_request_model,
+        customer_body,
+        customer_model,
+        example_customer,
+    )
+    from service.scoring import Scorer
+    from service.served import ServedModel
+
+    entry = resolve_entry()
+    contract = entry.contract
+    scorer = Scorer(entry, ServiceConfig().recommendations)
+    customer = customer_model(contract, example_customer(contract, None))
+    served = ServedModel(entry, customer, batch_request_model(customer, 10_000))
+    reference = entry.reference.sample(10_000, replace=True, random_state=1)
+    reference[contract.id or "customer_id"] = [f"C{i}" for i in range(len(reference))]
+    bodies = [customer_body(contract, row) for row in reference.to_dict("records")]
+    code = Path(sys.modules["service.scoring"].__file__).parents[1]
+    out: dict = {"code": str(code), "model": entry.tag, "stages_ms": {}}
+    print(f"code: {code}; model {entry.tag}", flush=True)
+    for n in SIZES:
+        out["stages_ms"][n] = found = stages(n, bodies, served, scorer, service_metrics(),
+                                             entry.version)
+        print(f"  {n:>6} rows: " + "  ".join(f"{k.split(' ')[0]} {v:.3f}"
+                                             for k, v in found.items()), flush=True)
+    return out
+
+
+def arguments(parser) -> None:
+    parser.add_argument("--code", help="a checkout of the project to measure instead of this "
+                        "one (e.g. a git worktree of the commit before a change)")
+
+
+if __name__ == "__main__":
+    from bench.harness import run_benchmark
+
+    run_benchmark("request_path", __doc__, arguments, measure)
