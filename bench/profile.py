@@ -19,25 +19,28 @@ from pathlib import Path
 
 from bench import peers, wrk
 from bench.harness import run_benchmark
-from bench.serving import Server, customer_bodies, service_server
+from bench.serving import REPO, Server, customer_bodies, service_server
 
-# Innermost match wins: (stage, pattern over "function (file)").
+# The innermost frame that names a stage decides; libraries several stages use (logging,
+# prometheus_client, numpy) count for their caller. Checked in this order for each frame.
 STAGES = [
-    ("model (Python side)", r"predict_proba_matrix|LogOddsBlend|XGB|xgboost/"),
-    ("features: matrix, unseen check", r"MatrixBuilder|Scorer\.unseen|Vocabulary|\(pandas/"),
-    ("service code: columns, metrics, log, answers", r"ChurnService\.|served\.py|"
-     r"ServiceMetrics|InferenceLog|inference_log\.py"),
-    ("request parsing and validation", r"from_http_request|model_validate"),
-    ("response", r"to_http_response|Response\.__init__|JSONResponse"),
-    ("batching (BentoML dispatcher, thread hand-off)", r"CorkDispatcher|batch_infer|"
-     r"AutoContainer|DataContainer|anyio|run_in_threadpool|watch_dispatcher|_on_batch|"
-     r"_ObservedServiceAppFactory"),
+    ("model", r"kernel/model\.py|xgboost/|sklearn/"),
+    ("features: matrix, unseen check", r"MatrixBuilder|Vocabulary|Scorer\.unseen|"
+     r"kernel/features\.py"),
     ("our middleware: ids, limits, access log, request metrics",
-     r"RequestContextMiddleware|write_access_line|request_done|new_request_id|"
-     r"install_request_handling|logging/__init__|JsonFormatter"),
-    ("BentoML middleware: metrics, tracing, timeout, context, routing",
-     r"RunnerTrafficMetrics|OpenTelemetry|opentelemetry|trace/|Timeout|ContextMiddleware|"
-     r"ServiceAppFactory|APIMethod|simple_di|prometheus_client|_bentoml"),
+     r"service/middleware\.py|request_done|install_request_handling"),
+    ("service code: columns, scores, metrics, log, answers",
+     r"ChurnService\.|service/(served|scoring|metrics|inference_log|json_columns)\.py"),
+    ("response", r"to_http_response|starlette/responses\.py"),
+    ("request parsing and validation", r"from_http_request|service/validation\.py|"
+     r"pydantic/main\.py"),
+    ("batching: BentoML's dispatcher, thread hand-off", r"marshal/dispatcher\.py|"
+     r"runner/container\.py|batch_infer|anyio/|bentoml_internals\.py"),
+    ("BentoML: metrics and tracing middleware, context, endpoint plumbing",
+     r"http/instruments\.py|opentelemetry/|simple_di/|_bentoml_impl/server/app\.py|"
+     r"_bentoml_sdk/|bentoml/_internal/"),
+    ("HTTP server and event loop: uvicorn, starlette, asyncio",
+     r"uvicorn/|starlette/|asyncio/|uvloop|httptools"),
 ]
 
 
@@ -46,7 +49,7 @@ def stage_of(stack: list[str]) -> str:
         for stage, pattern in STAGES:
             if re.search(pattern, frame):
                 return stage
-    return "HTTP server and event loop (uvicorn, starlette, asyncio)"
+    return "other"
 
 
 def py_spy() -> Path:
@@ -59,7 +62,8 @@ def measure(args, scratch: Path) -> dict:
 
     spy = py_spy()
     bodies = [orjson.dumps(b) for b in customer_bodies(500)]
-    server: Server = service_server("profile", scratch, {})
+    code = Path(args.code).resolve() if args.code else REPO
+    server: Server = service_server("profile", scratch, {}, code)
     try:
         pid = server.process.pid
         worker = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True,
@@ -83,9 +87,9 @@ def measure(args, scratch: Path) -> dict:
         stack, _, count = line.rpartition(" ")
         samples[stage_of(stack.split(";"))] += int(count)
     total = sum(samples.values())
-    out = {"clients": args.clients, "load": loaded, "cpu_ms_per_request": round(cpu_ms, 3),
-           "samples": total, "stages": {}}
-    print(f"/predict at {args.clients} clients: {loaded['req_s']} req/s, server CPU "
+    out = {"code": str(code), "clients": args.clients, "load": loaded,
+           "cpu_ms_per_request": round(cpu_ms, 3), "samples": total, "stages": {}}
+    print(f"{code}: /predict at {args.clients} clients: {loaded['req_s']} req/s, server CPU "
           f"{cpu_ms:.3f} ms per request; py-spy --gil, {total} samples of one worker")
     for stage, n in samples.most_common():
         share = n / total
@@ -97,6 +101,8 @@ def measure(args, scratch: Path) -> dict:
 
 def arguments(parser) -> None:
     parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--code", help="serve another checkout of the project (e.g. the "
+                        "commit before a change) instead of this one")
     parser.add_argument("--seconds", type=int, default=15, help="sampling time (default 15)")
 
 

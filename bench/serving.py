@@ -51,10 +51,11 @@ class Server:
     """A server subprocess in its own process group (kernel.processes), with its port."""
 
     def __init__(self, name: str, command: list[str], port: int, env: dict[str, str],
-                 log: Path, ready_path: str = "/readyz", path: str = "/predict"):
+                 log: Path, ready_path: str = "/readyz", path: str = "/predict",
+                 cwd: Path = REPO):
         self.name, self.port, self.path = name, port, path
         self.process = start_process(
-            command, name=name, log_path=log, env=env, cwd=REPO, timeout=300,
+            command, name=name, log_path=log, env=env, cwd=cwd, timeout=300,
             ready=lambda: http_ok(f"http://127.0.0.1:{port}{ready_path}"))
 
     def stop(self) -> None:
@@ -104,16 +105,19 @@ def customer_bodies(n: int) -> list[dict]:
     return [customer_body(contract, row) for row in frame.to_dict("records")]
 
 
-def service_server(name: str, tmp: Path, overrides: dict) -> Server:
+def service_server(name: str, tmp: Path, overrides: dict, code: Path = REPO) -> Server:
+    """``bentoml serve`` of this checkout (or of ``code``, another one) with ``overrides``."""
     config = {"inference_log": {"directory": str(tmp / name / "inference_log")}, **overrides}
     (tmp / name).mkdir(parents=True, exist_ok=True)
     path = tmp / name / "service.yaml"
     path.write_text(yaml.safe_dump(config))
     port = free_port()
     env = {**os.environ, "CHURN_SERVICE_CONFIG": str(path)}
+    if code != REPO:
+        env["PYTHONPATH"] = str(code)
     return Server(name, [str(BIN / "bentoml"), "serve", "service.service:ChurnService",
                          "--host", "127.0.0.1", "--port", str(port)], port, env,
-                  tmp / name / "server.log")
+                  tmp / name / "server.log", cwd=code)
 
 
 def seed_server(tmp: Path, workers: int) -> Server:
