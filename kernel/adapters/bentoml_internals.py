@@ -112,6 +112,7 @@ class _WatchedSemaphore(NonBlockSema):
     def __init__(self, count: int) -> None:
         super().__init__(count)
         self.busy = self.held = self._free_look = False
+        self.reason = "idle"  # of the last batch acquired
 
     def is_locked(self) -> bool:
         locked = super().is_locked()
@@ -136,7 +137,6 @@ def watch_dispatcher(dispatcher: CorkDispatcher, endpoint: str, on_batch: BatchH
     allows was used up), backlog (queued while the previous batch ran, sent once it finished),
     idle (sent at once: the worker was free and waiting was not worth it)."""
     semaphore = _WatchedSemaphore(1)
-    semaphore.reason = "idle"
     dispatcher._sema = semaphore
     send = dispatcher.outbound_call
 
