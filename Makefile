@@ -10,7 +10,7 @@ DATA := .churn/data/customers.csv
 CONTRACT := configs/streaming_churn.contract.yaml
 PORT ?= 3000
 
-.PHONY: setup lock upgrade monitor-deps postgres-deps image-deps demo train serve score bento image bench bench-workers drift retrain-check monitor drill mlflow k8s k8s-scan test test-unit lint clean
+.PHONY: setup lock upgrade monitor-deps postgres-deps image-deps bench-deps demo train serve score bento image bench bench-workers drift retrain-check monitor drill mlflow k8s k8s-scan test test-unit lint clean
 
 # Exactly the versions in uv.lock (--locked fails if pyproject.toml changed without `make lock`),
 # so a new release upstream cannot change what CI or the demo runs.
@@ -44,6 +44,13 @@ postgres-deps:  ## PostgreSQL server binaries (Debian package) when missing: tes
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql >/dev/null; \
 	fi
 
+bench-deps:  ## wrk (Debian package) when missing: the benchmarks' load generator (bench/wrk.py)
+	@if ! command -v wrk >/dev/null 2>&1; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq wrk >/dev/null; \
+	fi
+
 image-deps:  ## podman, runc and debootstrap (Debian packages) when missing: the image build and tests
 	@if ! command -v podman >/dev/null 2>&1 || ! command -v runc >/dev/null 2>&1 || ! command -v debootstrap >/dev/null 2>&1; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
@@ -74,7 +81,7 @@ bento: setup  ## build the Bento (and its Dockerfile) from the champion
 image: setup image-deps  ## the service image (Bento of the champion, podman); docs/kubernetes-image.md
 	k8s/image/build.sh
 
-bench: setup  ## serving benchmark (bench/serving.py); figures in the README
+bench: setup bench-deps  ## serving benchmark with wrk, peers included (bench/serving.py); docs/benchmarks.md
 	$(PY) -m bench.serving
 
 bench-workers: setup  ## pod shape: keep-alive connections over 1 vs 2 workers (bench/workers.py)

@@ -8,6 +8,9 @@ imported: this module is packed into the Bento.
 
 from __future__ import annotations
 
+import ast
+from collections.abc import Callable, Collection, Mapping
+
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
@@ -66,6 +69,124 @@ class DerivedFeatures(BaseEstimator, TransformerMixin):
             out[name] = np.asarray(values, dtype=float)
         out.replace([np.inf, -np.inf], np.nan, inplace=True)
         return out
+
+
+class ArrayExpression:
+    """A derived-feature expression evaluated on float64 numpy arrays, giving exactly the numbers
+    ``DerivedFeatures`` gets from ``DataFrame.eval`` (before it turns infinities into missing
+    values), without pandas: ~10 us for a /predict batch instead of ~0.8 ms.
+
+    Only the part of the pandas expression language whose pandas and numpy semantics are the
+    same is compiled: ``+ - * /`` and unary minus over columns and numbers, ``x.abs()`` and
+    ``x.clip(lower, upper)`` with number bounds. ``compile`` returns None for anything else
+    (``//`` and ``%`` by zero, ``**``, comparisons, other methods), which the caller evaluates
+    through pandas as training does. The expressions are trusted contract text, but nothing is
+    ever executed: the syntax tree is translated node by node.
+    """
+
+    _BINARY = {ast.Add: np.add, ast.Sub: np.subtract, ast.Mult: np.multiply,
+               ast.Div: np.true_divide}
+
+    def __init__(self, expression: str, evaluate: Callable[[Mapping[str, np.ndarray]], object]):
+        self.expression = expression
+        self._evaluate = evaluate
+
+    @classmethod
+    def compile(cls, expression: str, columns: Collection[str]) -> ArrayExpression | None:
+        try:
+            tree = ast.parse(expression.strip(), mode="eval")
+            evaluate, constant = cls._node(tree.body, frozenset(columns))
+        except (SyntaxError, _Unsupported):
+            return None
+        if constant:  # a number, not a column: let pandas broadcast it
+            return None
+        return cls(expression, evaluate)
+
+    def __call__(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
+        """float64 values of the expression (x / 0 gives +-inf or NaN, as in pandas)."""
+        with np.errstate(all="ignore"):
+            return np.asarray(self._evaluate(columns), dtype=float)
+
+    @classmethod
+    def _node(cls, node: ast.AST, columns: frozenset[str]) -> tuple[Callable, bool]:
+        """(function of the columns, whether the node is a number rather than a column)."""
+        if isinstance(node, ast.Name) and node.id in columns:
+            name = node.id
+            return (lambda c: c[name]), False
+        if isinstance(node, ast.Constant | ast.UnaryOp) and (value := _number(node)) is not None:
+            return (lambda c: value), True
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
+            operand, constant = cls._node(node.operand, columns)
+            if constant:
+                raise _Unsupported
+            if isinstance(node.op, ast.UAdd):
+                return operand, False
+            return (lambda c: np.negative(operand(c))), False
+        if isinstance(node, ast.BinOp) and type(node.op) in cls._BINARY:
+            op = cls._BINARY[type(node.op)]
+            left, left_constant = cls._node(node.left, columns)
+            right, right_constant = cls._node(node.right, columns)
+            if left_constant and right_constant:  # Python would raise on 1 / 0; pandas not
+                raise _Unsupported
+            return (lambda c: op(left(c), right(c))), False
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            target, constant = cls._node(node.func.value, columns)
+            if constant:
+                raise _Unsupported
+            if node.func.attr == "abs" and not node.args and not node.keywords:
+                return (lambda c: np.abs(target(c))), False
+            if node.func.attr == "clip":
+                lower, upper = _clip_bounds(node)
+                return (lambda c: _clip(target(c), lower, upper)), False
+        raise _Unsupported
+
+
+class _Unsupported(Exception):
+    """A construct ArrayExpression does not compile: the expression goes through pandas."""
+
+
+def _number(node: ast.AST) -> float | int | None:
+    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+        return node.value
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
+        value = _number(node.operand)
+        if value is not None:
+            return -value if isinstance(node.op, ast.USub) else value
+    return None
+
+
+def _clip_bounds(call: ast.Call) -> tuple[float | int | None, float | int | None]:
+    if len(call.args) > 2:
+        raise _Unsupported
+    bounds: dict[str, ast.AST] = dict(zip(("lower", "upper"), call.args, strict=False))
+    for keyword in call.keywords:
+        if keyword.arg not in ("lower", "upper") or keyword.arg in bounds:
+            raise _Unsupported
+        bounds[keyword.arg] = keyword.value
+    values = {}
+    for name, node in bounds.items():
+        if isinstance(node, ast.Constant) and node.value is None:
+            values[name] = None
+            continue
+        value = _number(node)
+        if value is None or value != value:  # pandas ignores a NaN bound; keep it simple
+            raise _Unsupported
+        values[name] = value
+    lower, upper = values.get("lower"), values.get("upper")
+    if lower is not None and upper is not None:  # pandas swaps reversed scalar bounds
+        lower, upper = min(lower, upper), max(lower, upper)
+    return lower, upper
+
+
+def _clip(values: np.ndarray, lower: float | None, upper: float | None) -> np.ndarray:
+    """``Series.clip`` with scalar bounds: missing values stay missing."""
+    missing = np.isnan(values)
+    out = values
+    if lower is not None:
+        out = np.where(missing | (values >= lower), out, lower)
+    if upper is not None:
+        out = np.where(missing | (values <= upper), out, upper)
+    return out
 
 
 def frequent_categories(features: pd.DataFrame, contract: DataContract) -> dict[str, list[str]]:

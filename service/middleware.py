@@ -15,10 +15,11 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import os
+import re
 import sys
 import time
-import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,6 +29,7 @@ from kernel.adapters.bentoml_internals import (
     HTTP_APP_LOGGER,
     BentoTimeoutMiddleware,
     install_timeout_middleware,
+    tracing_sample_rate,
 )
 from service.openapi import error_answer
 
@@ -42,6 +44,24 @@ access_logger = logging.getLogger("churn.service.access")
 def request_id_of(scope: dict) -> str:
     """The request id the middleware chose for this request (empty outside a request)."""
     return scope.get("state", {}).get("request_id", "") or request_id_var.get()
+
+
+def new_request_id() -> str:
+    """A random version-4 UUID as 32 hex digits, what ``uuid.uuid4().hex`` returns, without
+    building a UUID object (~4x cheaper)."""
+    value = int.from_bytes(os.urandom(16), "big")
+    value = (value & ~(0xC000 << 48) | 0x8000 << 48) & ~(0xF000 << 64) | 4 << 76
+    return f"{value:032x}"
+
+
+def untraced(endpoints: Iterable[str]) -> dict:
+    """BentoML's ``tracing`` settings for the service: ``endpoints`` left out of tracing while
+    BentoML records no trace (its sample rate is 0 unless configured). Unsampled, its
+    OpenTelemetry middleware still builds four spans per request (the request, receive, two
+    sends): ~0.7 ms of CPU, more than scoring a batch. A configured sample rate keeps them."""
+    if tracing_sample_rate() > 0:
+        return {}
+    return {"excluded_urls": [f"{re.escape(path)}$" for path in sorted(endpoints)]}
 
 
 def _usable(value: bytes) -> str | None:
@@ -90,7 +110,7 @@ class RequestContextMiddleware:
                 request_id = _usable(value)
             elif name == b"content-length":
                 length = int(value) if value.isdigit() else None
-        request_id = request_id or uuid.uuid4().hex
+        request_id = request_id or new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
         token = request_id_var.set(request_id)
         status = 500
@@ -135,9 +155,9 @@ class RequestContextMiddleware:
             if path not in NOT_TRAFFIC:
                 self.on_done(endpoint, status, seconds)
                 if self.access_log:
-                    access_logger.info("request", extra={"http": {
+                    write_access_line(request_id, {
                         "method": scope.get("method"), "path": path, "status": status,
-                        "bytes_in": length, "ms": round(seconds * 1000, 3)}})
+                        "bytes_in": length, "ms": round(seconds * 1000, 3)})
             request_id_var.reset(token)
 
     async def _readyz(self, scope: dict, receive: Callable, send: Callable) -> int:
@@ -202,6 +222,72 @@ class _ValidationTracebacks(logging.Filter):
         from pydantic import ValidationError
 
         return not (record.exc_info and isinstance(record.exc_info[1], ValidationError))
+
+
+class _Clock:
+    """``datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds")``, the date and time
+    formatted once per second."""
+
+    second = -1
+    prefix = ""
+
+    @classmethod
+    def iso(cls, now: float) -> str:
+        second = int(now)
+        micro = round((now - second) * 1e6)  # as datetime.fromtimestamp rounds
+        if micro >= 1_000_000:
+            second, micro = second + 1, micro - 1_000_000
+        if second != cls.second:
+            cls.second = second
+            cls.prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        return f"{cls.prefix}.{micro // 1000:03d}+00:00"
+
+
+def _json_handler(log: logging.Logger) -> logging.StreamHandler | None:
+    """The one JSON stream handler ``log``'s INFO records reach, when nothing else (a filter,
+    another handler, a level) would see or stop them on the way; else None."""
+    if log.disabled or not log.isEnabledFor(logging.INFO):
+        return None
+    while log is not None:
+        if log.filters:
+            return None
+        if log.handlers:
+            handler = log.handlers[0]
+            if (len(log.handlers) != 1 or log.propagate
+                    or not isinstance(handler, logging.StreamHandler) or handler.filters
+                    or type(handler.formatter) is not JsonFormatter
+                    or handler.level > logging.INFO):
+                return None
+            return handler
+        if not log.propagate:
+            return None
+        log = log.parent
+    return None
+
+
+def write_access_line(request_id: str, http: dict) -> None:
+    """One access-log line, exactly what ``JsonFormatter`` writes for
+    ``access_logger.info("request", extra={"http": http})``, straight to the JSON handler's
+    stream: logging's machinery (caller lookup, LogRecord, formatter) costs ~25 us per request,
+    this ~5 us. When logging is configured otherwise (another handler, a filter, a level),
+    the record goes through the logger as before."""
+    handler = _json_handler(access_logger)
+    if handler is None:
+        access_logger.info("request", extra={"http": http})
+        return
+    line = orjson.dumps({
+        "time": _Clock.iso(time.time()), "level": "INFO", "logger": access_logger.name,
+        "message": "request", "request_id": request_id,
+        "model_version": JsonFormatter.model_version, "http": http,
+    }, default=str).decode() + handler.terminator
+    handler.acquire()
+    try:
+        handler.stream.write(line)
+        handler.flush()
+    except Exception:  # noqa: BLE001 - as logging does: report, never fail the request
+        handler.handleError(logging.makeLogRecord({"msg": line}))
+    finally:
+        handler.release()
 
 
 def configure_json_logging(model_version: str = "", level: int = logging.INFO) -> None:

@@ -28,6 +28,11 @@ import time
 import bentoml
 import numpy as np
 
+from kernel.adapters.bentoml_internals import (
+    BATCH_REASONS,
+    bind_local_callers,
+    observe_batching,
+)
 from kernel.store import load_entry
 from service.config import ServiceConfig
 from service.http_io import (
@@ -43,6 +48,7 @@ from service.metrics import service_metrics
 from service.middleware import (
     RequestContextMiddleware,
     configure_json_logging,
+    untraced,
     use_cancelling_timeout,
 )
 from service.openapi import ApiContract, openapi_document
@@ -68,6 +74,7 @@ def _count_invalid(endpoint: str, reasons: list[str]) -> None:
     workers=config.workers,
     traffic={"timeout": config.timeout_seconds},
     logging={"access": {"enabled": False}},  # replaced by our JSON access log (with request id)
+    tracing=untraced(ENDPOINTS),
 )
 class ChurnService:
     model_ref = bentoml.models.BentoModel(served.entry.tag)
@@ -85,6 +92,8 @@ class ChurnService:
         self.metrics.model_loaded.labels(model_version=entry.version).set(time.time())
         self.metrics.start_at_zero(entry.version, RISK_LEVELS.tolist(),
                                    [e.strip("/") for e in ENDPOINTS])
+        if config.batching.enabled:
+            self.metrics.batching_started(entry.version, ["predict"], BATCH_REASONS)
         self.inference_log = start_inference_log(
             config.inference_log, entry, self.metrics,
             shadow=shadow_tag(config.shadow.model_tag) is not None)
@@ -97,6 +106,7 @@ class ChurnService:
         # allocates a few hundred thousand objects.
         gc.collect()
         gc.freeze()
+        bind_local_callers(self)  # BentoML would rebuild them twice per request
         logger.info("ready", extra={"model": {**served.identity, "fast_path": bool(
             self.scorer.builder), "max_difference": difference, "ready": self._ready}})
 
@@ -164,8 +174,11 @@ def install_request_handling(service: type) -> None:
     middleware on ``service``: request ids, the JSON access log, the body limit, load
     shedding beyond ``max_in_flight``, and the request metrics; inside it, the API contract
     (``service/openapi.py``): the OpenAPI document at /docs.json, 415 for a body not sent as
-    JSON, one error shape for every error answer."""
+    JSON, one error shape for every error answer; and the adaptive-batching metrics (each
+    batch's size, why it left, each request's wait)."""
     use_cancelling_timeout()
+    observe_batching(lambda endpoint, size, waits, reason: service_metrics().batch_dispatched(
+        VERSION, endpoint, size, waits, reason))
     service.add_asgi_middleware(
         RequestContextMiddleware, max_body_bytes=config.max_body_bytes,
         access_log=config.access_log, on_rejected=lambda endpoint, reason: _count_invalid(

@@ -84,7 +84,8 @@ def test_dashboards_have_fixed_uids_and_use_the_provisioned_datasource() -> None
 SERVED_SERIES = re.compile(r"\b(bentoml_service_\w+|churn_(?:requests_total|request_duration_\w+"
                            r"|predictions_total|prediction_probability_(?:bucket|sum|count)"
                            r"|validation_failures_total|unseen_categories_total|model_info"
-                           r"|model_test_roc_auc|inference_log_\w+)|track_model_version:\S+?)"
+                           r"|model_test_roc_auc|inference_log_\w+|batches_total|batch_\w+)"
+                           r"|track_model_version:\S+?)"
                            r"(\{[^}]*\})?[\[)\s]")
 
 

@@ -105,3 +105,71 @@ def test_requests_beyond_the_in_flight_limit_are_shed_with_429_and_counted():
     assert after[0]["status"] == 200  # capacity is back once the others finish
     assert rejected == [("predict", "overloaded")]
     assert sorted(done) == [("predict", 200)] * 3 + [("predict", 429)]
+
+
+def test_generated_request_ids_are_version_4_uuids():
+    import uuid
+
+    from service.middleware import new_request_id
+
+    ids = {new_request_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    for value in list(ids)[:50]:
+        parsed = uuid.UUID(hex=value)
+        assert parsed.hex == value and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+
+
+def test_access_lines_are_what_the_json_logger_writes_and_honour_other_handlers(caplog):
+    import io
+    import json
+    import logging
+    from datetime import UTC, datetime
+
+    from service.middleware import (
+        _Clock,
+        access_logger,
+        configure_json_logging,
+        request_id_var,
+        write_access_line,
+    )
+
+    configure_json_logging("v-test")
+    (handler,) = logging.getLogger("churn").handlers
+    stream = io.StringIO()
+    handler.setStream(stream)
+    http = {"method": "POST", "path": "/predict", "status": 200, "bytes_in": 12, "ms": 1.25}
+    token = request_id_var.set("req-7")
+    try:
+        write_access_line("req-7", http)  # direct to the stream
+        access_logger.info("request", extra={"http": http})  # through logging
+    finally:
+        request_id_var.reset(token)
+    direct, logged = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert direct.keys() == logged.keys() and direct.pop("time") and logged.pop("time")
+    assert direct == logged
+    for now in (1700000000.9999996, 1700000000.0004999, 1700000000.9995, 1764700000.123456):
+        assert _Clock.iso(now) == datetime.fromtimestamp(now, UTC).isoformat(
+            timespec="milliseconds")
+    # Another handler on the way (here pytest's): the record goes through logging.
+    caplog.set_level(logging.INFO, logger="churn.service.access")
+    access_logger.addHandler(caplog.handler)
+    try:
+        write_access_line("req-8", http)
+    finally:
+        access_logger.removeHandler(caplog.handler)
+    assert [r.http for r in caplog.records if r.name == "churn.service.access"] == [http]
+
+
+def test_our_endpoints_leave_tracing_only_while_bentoml_records_no_trace(monkeypatch):
+    import re
+
+    import service.middleware as middleware
+
+    config = middleware.untraced({"/predict", "/predict_batch"})
+    patterns = [re.compile(p) for p in config["excluded_urls"]]
+    matched = [url for url in ("http://h:3000/predict", "http://h:3000/predict_batch",
+                               "http://h:3000/livez", "http://h:3000/predict/x")
+               if any(p.search(url) for p in patterns)]
+    assert matched == ["http://h:3000/predict", "http://h:3000/predict_batch"]
+    monkeypatch.setattr(middleware, "tracing_sample_rate", lambda: 0.1)
+    assert middleware.untraced({"/predict"}) == {}

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from kernel.features import DerivedFeatures
 from service.scoring import MatrixBuilder, Scorer, score_chunks
 from tests.servers import frame_of, request_bodies
 
@@ -83,3 +84,41 @@ def test_score_chunks_rejects_with_reasons_and_keeps_the_rest(trained_entry, sco
     assert "plan: outside the allowed values" in reasons[5]
     assert "missing id" in reasons[8]
     assert (scored["model_version"] == trained_entry.version).all()
+
+
+def test_matrix_builder_mixes_array_and_pandas_expressions_like_training():
+    """An expression ArrayExpression does not compile (``//``) still goes through pandas, and
+    both kinds give the training numbers, infinities turned into missing values."""
+    from service.scoring import Vocabulary
+
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({"a": rng.normal(0, 5, 400), "b": rng.integers(-2, 3, 400) * 1.0})
+    frame.loc[frame.index[::9], "a"] = np.nan
+    derived = {"ratio": "a / b", "whole": "a // b"}
+    builder = MatrixBuilder(numeric=["a", "b"], derived=derived,
+                            num_columns=["a", "b", "ratio", "whole"], fill=np.zeros(4),
+                            mean=None, scale=None, indicated=[], categorical=[])
+    assert [type(e).__name__ for e in builder.derived.values()] == ["ArrayExpression", "code"]
+    expected = DerivedFeatures(derived).transform(frame)[["a", "b", "ratio", "whole"]]
+    expected = expected.fillna(0.0).to_numpy()  # the builder imputes with fill = 0
+    np.testing.assert_array_equal(
+        builder.matrix({c: frame[c].to_numpy() for c in frame.columns}), expected)
+    # Categories are looked up in a dict: the same positions pandas' indexer gives.
+    values = np.array(["b", None, "z", "a", np.nan, "c", "b"], dtype=object)
+    vocabulary = Vocabulary(["a", "b", "c"])
+    np.testing.assert_array_equal(vocabulary.codes(values),
+                                  pd.Index(["a", "b", "c"]).get_indexer(pd.Index(values)))
+
+
+def test_unseen_ignores_missing_values_and_shared_codes_change_nothing(trained_entry, scorer):
+    frame = _awkward(trained_entry, 60)
+    open_set = [c for c, s in trained_entry.contract.features.items()
+                if s.type == "categorical" and s.values is None]
+    column = open_set[0]
+    frame.loc[frame.index[1], column] = None
+    flagged = scorer.unseen(frame, len(frame))
+    assert column not in flagged[1]
+    columns = {c: frame[c].to_numpy() for c in frame.columns}
+    shared = scorer.unseen(columns, len(frame), scorer.builder.codes(columns))
+    assert shared == flagged and scorer.score(frame).unseen == flagged
+    assert sum(map(bool, flagged)) >= 5  # rows 0, 11, 22, ... carry unseen values

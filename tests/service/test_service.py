@@ -156,3 +156,24 @@ def test_asgi_every_answer_names_the_served_model(client, bodies, trained_entry)
     for response in (ready, client.post("/predict", json=bodies[0]),
                      client.post("/predict", json={**bodies[0], "tenure_days": -1})):
         assert response.headers["x-model-version"] == trained_entry.version
+
+
+def test_asgi_batches_are_counted_with_their_wait_and_reason(client, bodies, trained_entry):
+    from prometheus_client import REGISTRY
+
+    from kernel.adapters.bentoml_internals import BATCH_REASONS
+
+    labels = {"endpoint": "predict", "model_version": trained_entry.version}
+
+    def value(name: str, **extra: str) -> float:
+        return REGISTRY.get_sample_value(name, {**labels, **extra}) or 0.0
+
+    def batches() -> float:
+        return sum(value("churn_batches_total", reason=r) for r in BATCH_REASONS)
+
+    before = (batches(), value("churn_batch_size_sum"), value("churn_batch_wait_seconds_count"))
+    for body in bodies[:5]:  # one at a time: batches of one
+        assert client.post("/predict", json=body).status_code == 200
+    after = (batches(), value("churn_batch_size_sum"), value("churn_batch_wait_seconds_count"))
+    assert [b - a for a, b in zip(before, after, strict=True)] == [5, 5, 5]
+    assert value("churn_batch_wait_seconds_sum") > 0
