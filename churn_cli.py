@@ -17,6 +17,7 @@ from drill import cli as drill_cli
 from monitoring import cli as monitoring_cli
 from rollout import cli as rollout_cli
 from rollout import shadow_cli
+from rollout.lifecycle import cli as lifecycle_cli
 from service import cli as service_cli
 from training import cli as training_cli
 
@@ -48,6 +49,7 @@ service_cli.register(app)
 monitoring_cli.register(app)
 rollout_cli.register(app)
 shadow_cli.register(app)
+lifecycle_cli.register(app)
 drill_cli.register(app)
 
 

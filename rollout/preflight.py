@@ -172,6 +172,8 @@ def permissions(call: k.Call) -> set[tuple[str, str, str]]:
     args, resource = call.args, call.kind + "s"
     if args[0] == "get":
         return {("get", resource, "")}
+    if args[0] == "create":
+        return {("create", resource, "")}
     if args[0] in ("set", "annotate", "patch"):
         return {("get", resource, ""), ("patch", resource, "")}
     if args[0] == "scale":
@@ -191,6 +193,13 @@ def canary_permissions() -> list[tuple[str, str, str]]:
              k.annotate("x", {}), k.patch_deployment("x", {}, ""), k.rollout_status("x", "1m"),
              k.rollout_undo("x")]
     return sorted(set().union(*(permissions(c) for c in calls)))
+
+
+def lifecycle_permissions() -> list[tuple[str, str, str]]:
+    """Every permission `churn lifecycle step` needs: the canary's, the shadow's (a restart is
+    a patch) and its state ConfigMap's (created once, then JSON-patched)."""
+    calls = [k.restart("x", "t"), k.create_configmap("x", {}), k.json_patch_configmap("x", [], "")]
+    return sorted(set(canary_permissions()).union(*(permissions(c) for c in calls)))
 
 
 @dataclass

@@ -150,7 +150,8 @@ def feature_json_schema(spec: FeatureSpec) -> dict[str, Any]:
         return {"oneOf": alternatives}
     text: dict[str, Any] = {"type": "string", "maxLength": CATEGORY_MAX_LENGTH, **nullable}
     if spec.strict:  # only text that reads as itself: not padded, not blank or null-like
-        text["pattern"] = f"^{_space(negate=True)}(?:[\\s\\S]*{_space(negate=True)})?$"
+        # "(?![\s\S])", not "$": Python's "$" (jsonschema's) also matches before a final newline.
+        text["pattern"] = f"^{_space(negate=True)}(?:[\\s\\S]*{_space(negate=True)})?(?![\\s\\S])"
         text["not"] = {"pattern": null_text_pattern()}
         return text
     if not spec.nullable:

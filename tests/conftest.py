@@ -25,7 +25,9 @@ CHURN = str(REPO / ".venv" / "bin" / "churn")
 @pytest.fixture(autouse=True)
 def _churn_logging_restored():
     """The service's JSON logging stops ``churn.*`` records from propagating (they have their
-    own handler); a test that starts it in-process must not hide them from later tests' caplog."""
+    own handler), and a library's ``logging.config.dictConfig`` (BentoML's, alembic's) disables
+    every logger that exists by then: a test that runs either in-process must not hide
+    ``churn.*`` records from later tests' caplog."""
     import logging
 
     logger = logging.getLogger("churn")
@@ -33,6 +35,9 @@ def _churn_logging_restored():
     yield
     logger.handlers[:], logger.propagate, logger.level = saved[0], saved[1], saved[2]
     logger.setLevel(saved[2])
+    for name, each in list(logging.Logger.manager.loggerDict.items()):
+        if name.startswith("churn.") and isinstance(each, logging.Logger):
+            each.disabled = False
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[1]
 # Every module that registers `churn` commands, imported as `churn` imports them.
 CLI_MODULES = ("churn_cli", "training.cli", "service.cli", "monitoring.cli", "monitoring.log_cli",
                "monitoring.stack", "monitoring.k8s_assets", "rollout.cli", "rollout.cli_options",
-               "rollout.shadow_cli", "drill.cli")
+               "rollout.shadow_cli", "rollout.lifecycle.cli", "drill.cli")
 
 
 def python(code: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

@@ -124,6 +124,10 @@ class LocalPlatform:
     def champion(self) -> str | None:
         return self.champion_tag
 
+    def start(self) -> None:
+        """Serve stable (the champion, no shadow) before the first step."""
+        self._serve_stable()
+
     def _serve_stable(self) -> None:
         self.stable.serve(CHURN_MODEL_TAG=self.champion_tag or "",
                           CHURN_SHADOW_MODEL_TAG=self.shadow_tag, CHURN_TRACK="stable")

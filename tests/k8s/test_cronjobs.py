@@ -183,7 +183,7 @@ def test_every_overlay_runs_the_same_job_commands(rendered):
         for overlay, m in rendered.items()}
     assert commands["dev"] == commands["prod"]
     assert set(commands["prod"]) == {"churn-drift", "churn-performance", "churn-retrain",
-                                     "churn-train", "churn-log-compact"}
+                                     "churn-train", "churn-log-compact", "churn-lifecycle"}
 
 
 def test_drift_cronjob_reads_the_log_writes_a_report_and_pushes(drift_run, pod,

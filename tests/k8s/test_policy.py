@@ -230,7 +230,8 @@ def test_every_reference_resolves_to_an_object_or_an_operator_secret(renderings)
 def test_the_job_configs_in_the_configmap_equal_configs(rendered):
     for overlay, manifests in rendered.items():
         data = manifests.generated("ConfigMap", "churn-config")["data"]
-        assert set(data) == {"service.yaml", "monitoring.yaml", "train.yaml",
+        assert set(data) == {"service.yaml", "monitoring.yaml", "train.yaml", "canary.yaml",
+                             "judge.yaml", "lifecycle.yaml",
                              "streaming_churn.contract.yaml"}, overlay
         for name, text in data.items():
             assert text == (REPO / "configs" / name).read_text(), f"{overlay}: {name}"

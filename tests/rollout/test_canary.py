@@ -99,9 +99,9 @@ def test_a_dry_run_of_run_shows_the_whole_plan_and_changes_nothing(cluster: Path
     canary.kubectl.echo = shown.append
     before = {p.name: p.read_text() for p in cluster.glob("*.json")}
     analyses = []
-    code = canary.run(NEW_TAG, None, lambda: analyses.append(1) or report("pass"),
+    code = canary.run(NEW_TAG, None, lambda step: analyses.append(step) or report("pass"),
                       lambda seconds: pytest.fail("a dry run does not wait"), lambda r: None)
-    assert code == 0 and len(analyses) == 3
+    assert code == 0 and analyses == [1, 2, 3]  # each step its own sample
     assert {p.name: p.read_text() for p in cluster.glob("*.json")} == before
     verbs = [line.split(" churn ", 1)[1].split()[0] for line in shown]
     assert verbs.count("scale") == 3 + 1  # start, two steps, the canary leaving after promotion

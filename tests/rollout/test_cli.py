@@ -30,12 +30,13 @@ def test_help_explains_every_command_and_option() -> None:
 
 
 def config_line_then_error(stderr: str) -> str:
-    """A failed command's stderr: the log line naming its config, then one error line."""
-    lines = stderr.strip().splitlines()
-    assert len(lines) == 2, stderr
-    assert " churn.config config canary.yaml: " in lines[0], stderr
-    assert lines[1].startswith("error: "), stderr
-    return lines[1]
+    """A failed command's stderr: the log lines naming the configs it read (canary.yaml
+    first), then one error line."""
+    *configs, last = stderr.strip().splitlines()
+    assert configs and " churn.config config canary.yaml: " in configs[0], stderr
+    assert all(" churn.config config " in line for line in configs), stderr
+    assert last.startswith("error: "), stderr
+    return last
 
 
 def test_an_unreachable_prometheus_is_an_error_not_a_verdict() -> None:

@@ -265,6 +265,14 @@ def test_openapi_schema_documents_every_spelling(customer_rules, feature):
             _documented_iff_accepted(model, feature, spec, value)
 
 
+@pytest.mark.parametrize("value", ["0\n", "x\n", "\nx", "x \n"])
+def test_a_trailing_newline_is_padding_in_the_schema_too(customer_rules, value):
+    """Python's "$" matches before a final newline, ECMAScript's does not: a strict category's
+    pattern must refuse "0\n" in both (hypothesis found the first)."""
+    contract, model = customer_rules
+    _documented_iff_accepted(model, "region", contract.features["region"], value)
+
+
 def _documented_iff_accepted(model, feature, spec, value) -> None:
     schema = _json_schema(feature_json_schema(spec))
     documented = jsonschema.Draft7Validator(schema).is_valid(value)
