@@ -2,8 +2,9 @@
 
 A more complex candidate (a bigger tree model, a stacked ensemble) is chosen over a simpler one
 only when its cross-validated gain is larger than the noise of the comparison. Among the
-candidates that may be chosen, the best is the one with the highest mean per-fold score; every
-candidate whose mean paired gap to the best is within
+candidates that may be chosen, the best is the one with the highest cross-validated score (the
+leaderboard's order); every candidate whose gap to the best, the mean over folds of their
+paired per-fold differences, is within
 
     max(gain_standard_errors x standard error of the paired per-fold differences, min_gain)
 
@@ -30,7 +31,7 @@ class Entrant:
     """A candidate as the rule sees it."""
 
     name: str
-    cv_score: float  # the selection metric on the pooled out-of-fold scores (for the record)
+    cv_score: float  # the selection metric on the pooled out-of-fold scores: ranks candidates
     fold_scores: tuple[float, ...]  # the selection metric on each fold's rows, same folds for all
     members: int  # models behind it: 1, or an ensemble's member count
     size: int  # fitted parameters: coefficients, tree nodes, or the members' sum
@@ -49,7 +50,7 @@ class SelectionRow(BaseModel):
     candidate: str
     cv_score: float
     fold_mean: float
-    gap_to_best: float | None  # best's mean fold score minus this one's; None: not compared
+    gap_to_best: float | None  # mean of best's fold scores minus this one's; None: not compared
     standard_error: float | None  # of that gap, from the paired per-fold differences
     margin: float | None  # the gap the rule tolerates: max(k x standard_error, min_gain)
     members: int
@@ -115,14 +116,15 @@ def choose_candidate(entrants: Sequence[Entrant], gain_standard_errors: float, m
         allowed = within
 
     means = {i: float(np.mean(entrants[i].fold_scores)) for i in allowed}
-    best = min(allowed, key=lambda i: (-means[i], entrants[i].complexity))
+    best = min(allowed, key=lambda i: (-entrants[i].cv_score, entrants[i].complexity))
     gaps: dict[int, tuple[float, float, float]] = {}
     for i in allowed:
         differences = np.subtract(entrants[best].fold_scores, entrants[i].fold_scores)
         error = paired_standard_error(differences) if i != best else 0.0
         gaps[i] = (means[best] - means[i], error, max(gain_standard_errors * error, min_gain))
     near = [i for i in allowed if gaps[i][0] <= gaps[i][2]]
-    chosen = min(near, key=lambda i: (entrants[i].complexity, -means[i], entrants[i].name))
+    chosen = min(near, key=lambda i: (entrants[i].complexity, -entrants[i].cv_score,
+                                      entrants[i].name))
     chosen_name = entrants[chosen].name
     for i in allowed:
         gap, error, margin = gaps[i]
@@ -136,7 +138,9 @@ def choose_candidate(entrants: Sequence[Entrant], gain_standard_errors: float, m
             reasons[i] = (f"best, but its gain over {chosen_name} ({gain:+.4f}) is within "
                           f"the noise (margin {gaps[chosen][2]:.4f})")
         elif gap <= margin:
-            reasons[i] = f"within noise of the best, but {chosen_name} is simpler"
+            simpler = entrants[chosen].complexity < entrants[i].complexity
+            reasons[i] = (f"within noise of the best, but {chosen_name} is "
+                          + ("simpler" if simpler else "as simple and scores higher"))
         else:
             reasons[i] = f"behind the best by {gap:.4f} > margin {margin:.4f}"
     rows = [_row(e, *(gaps.get(i) or (None, None, None)), i == chosen, reasons[i])

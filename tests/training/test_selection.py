@@ -89,6 +89,18 @@ def test_among_single_models_the_smallest_within_noise_is_chosen():
     assert chosen([tiny_blend, forest, xgboost]) == "xgboost"
 
 
+def test_the_best_is_the_leaderboards_first_and_a_tie_in_size_goes_to_the_better_score():
+    # Two variants of one model, as large as each other: the pooled score ranks them (as the
+    # leaderboard does), though the other has the higher fold mean by a hair.
+    plain = Entrant("logistic+none", 0.76097, (0.7689, 0.7536, 0.7747, 0.7494), 1, 45)
+    weighted = Entrant("logistic+class_weight", 0.76091, (0.7687, 0.7548, 0.7731, 0.7503), 1, 45)
+    choice = choose_candidate([weighted, plain], 1.0, 0.002)
+    assert choice.chosen == 1
+    assert choice.rows[0].gap_to_best == pytest.approx(-0.000075)
+    assert choice.rows[0].reason == ("within noise of the best, but logistic+none is as simple "
+                                     "and scores higher")
+
+
 def test_an_excluded_candidate_is_never_chosen_unless_all_are():
     wrong_sign = entrant("logistic", [0.95, 0.95, 0.95, 0.95], size=LOGISTIC_SIZE,
                          excluded="its risk moves against a declared monotone feature")
