@@ -66,6 +66,16 @@ class RiskCutoffs(BaseModel):
     high: float
 
 
+class ScoringCost(BaseModel):
+    """What scoring costs for this model, measured when it was trained: its classifier and
+    calibration on the feature matrix, one thread (as the service runs it), best of several
+    timed rounds. The feature matrix is left out: every candidate shares it."""
+
+    ms_per_row_batch_1: float = Field(description="one customer per call")
+    ms_per_row_batch: float = Field(description="per customer in a batch of batch_rows")
+    batch_rows: int
+
+
 class EntryMetadata(BaseModel):
     dataset: str
     algorithm: str
@@ -88,6 +98,7 @@ class EntryMetadata(BaseModel):
     mlflow_model_version: str | None = None
     mlflow_tracking_uri: str | None = None
     decision: str = ""
+    scoring_cost: ScoringCost | None = None  # None: trained before it was measured
 
 
 class ModelEntry:

@@ -140,8 +140,18 @@ def train(
         f"pr_auc {result.pr_auc:.4f}  precision {result.precision:.3f}  "
         f"recall {result.recall:.3f}  brier {result.brier:.4f}  threshold {result.threshold:.3f}"
     )
+    chosen = [row for row in result.selection if row.chosen]
+    if chosen:
+        typer.echo(f"  {_cost(result.scoring_cost)}  {chosen[0].reason}")
     if result.sample and result.sample.rows < result.sample.source_rows:
         typer.echo(f"  trained on {result.sample}")
+
+
+def _cost(cost: object) -> str:
+    """``ms/row 0.4100@1 0.0120@64``: scoring cost per row at batch 1 and the service's batch."""
+    if cost is None:
+        return "ms/row -"
+    return f"ms/row {cost.ms_per_row_batch_1:.4f}@1 {cost.ms_per_row_batch:.4f}@{cost.batch_rows}"
 
 
 def _candidate(algorithm: str, imbalance: str) -> str:
@@ -159,8 +169,9 @@ def models(
         None, "--mlflow-uri", help="Ask this MLflow registry instead of the one each model "
         "was registered in (implies --registry), e.g. http://mlflow.internal:5000."),
 ) -> None:
-    """List models in the store: tag, stage, algorithm, test metrics, decision, and the MLflow
-    registry version (`@champion` when the registry's alias points at it, with --registry)."""
+    """List models in the store: tag, stage, algorithm, test metrics, scoring cost per row (at
+    batch 1 and the service's batch, measured in training), decision, and the MLflow registry
+    version (`@champion` when the registry's alias points at it, with --registry)."""
     from kernel.store import list_entries
 
     entries = list_entries(dataset)
@@ -174,6 +185,8 @@ def models(
             "roc_auc": round(e.metadata.metrics.roc_auc, 4),
             "pr_auc": round(e.metadata.metrics.pr_auc, 4),
             "threshold": round(e.metadata.threshold, 4), "trained_at": e.metadata.trained_at,
+            # None: trained before scoring cost was measured.
+            "scoring_cost": cost.model_dump() if (cost := e.metadata.scoring_cost) else None,
             "decision": e.metadata.decision,
             "mlflow_version": e.metadata.mlflow_model_version,
             # The alias names a version *and* its run: a same-numbered version of another
@@ -187,13 +200,14 @@ def models(
     if not rows:
         typer.echo("no churn models in the store yet: run `churn train`")
         return
-    for r in rows:
+    for e, r in zip(entries, rows, strict=True):
         mlflow_column = f"mlflow v{r['mlflow_version']}" if r["mlflow_version"] else "mlflow -"
         if r["mlflow_champion"]:
             mlflow_column += " @champion"
+        cost = _cost(e.metadata.scoring_cost)
         typer.echo(f"{r['tag']:<40} {r['stage']:<10} {r['algorithm']:<13} "
-                   f"roc_auc {r['roc_auc']:.4f}  pr_auc {r['pr_auc']:.4f}  {r['trained_at']}  "
-                   f"{mlflow_column}")
+                   f"roc_auc {r['roc_auc']:.4f}  pr_auc {r['pr_auc']:.4f}  {cost:<27} "
+                   f"{r['trained_at']}  {mlflow_column}")
 
 
 def _mlflow_champions(entries: list, override: str | None) -> dict:

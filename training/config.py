@@ -37,6 +37,20 @@ class TrainConfig(JobConfig):
     ensemble: bool = Field(
         True, description="stack the best model of each algorithm when that wins out of fold"
     )
+    # Keep only real gains (docs/training.md, "Choosing among candidates"): the simplest
+    # candidate whose cross-validated score is within max(gain_standard_errors x the standard
+    # error of the paired per-fold differences, min_gain) of the best is chosen.
+    gain_standard_errors: float = Field(
+        1.0, ge=0, description="a more complex candidate must beat a simpler one by this many "
+        "standard errors of their paired per-fold differences")
+    min_gain: float = Field(
+        0.002, ge=0, description="... and by at least this much of selection_metric")
+    max_scoring_ms_per_row: float | None = Field(
+        None, gt=0, description="candidates whose measured scoring cost per row at "
+        "scoring_batch_rows is above this are not chosen; None = no budget")
+    scoring_batch_rows: int = Field(
+        64, ge=1, description="the service's typical batch (configs/service.yaml "
+        "batching.max_batch_size) at which scoring cost is measured beside batch 1")
     promotion_margin: float = Field(
         0.002, ge=0, description="a challenger must beat the champion by this much"
     )

@@ -20,11 +20,19 @@ import pandas as pd
 
 from kernel.contract import Costs, DataContract, ValidatedData, validate_training_data
 from kernel.ingest import read_table
-from kernel.store import PROBABILITY_COLUMN, EntryMetadata, HoldoutMetrics, StoreError, champion
+from kernel.store import (
+    PROBABILITY_COLUMN,
+    EntryMetadata,
+    HoldoutMetrics,
+    ScoringCost,
+    StoreError,
+    champion,
+)
 from training.config import TrainConfig
 from training.evaluate import holdout_metrics, monotone_violations, selection_score
 from training.promote import GateDecision, decide
 from training.sample import TrainingSample, sample_training_rows
+from training.selection import SelectionRow
 from training.split import split_rows
 from training.train import FittedModel, leakage_suspects
 
@@ -128,6 +136,9 @@ class TrainingSummary(HoldoutMetrics):
     mlflow_model_version: str
     # How the rows were chosen: None = every row of the table; else the stratified sample.
     sample: TrainingSample | None = None
+    scoring_cost: ScoringCost | None = None
+    # Why this candidate: every candidate's scores, gap to the best, noise, cost and verdict.
+    selection: list[SelectionRow] = []
 
 
 def read_training_rows(source: str, target: str, sample_rows: int | None,
@@ -241,23 +252,41 @@ def fingerprint(frame: pd.DataFrame) -> str:
 
 
 def run_record(challenger: Challenger, contract: DataContract, config: TrainConfig) -> RunRecord:
-    """The MLflow run of ``challenger``: the chosen candidate and the rows as params, the test
-    metrics, threshold and cross-validated score as metrics, the contract and the leaderboard
-    as artifacts, the gate's reason and the dataset as tags."""
+    """The MLflow run of ``challenger``: the chosen candidate, the selection rule and the rows
+    as params; the test metrics, threshold, cross-validated score, size and scoring cost as
+    metrics; the contract, the leaderboard and the selection evidence as artifacts; the gate's
+    reason and the dataset as tags."""
     fitted, candidate, split = challenger.fitted, challenger.fitted.candidate, challenger.split
+    cost = candidate.cost
     return RunRecord(
         run_name=f"{contract.name}-{candidate.name}",
         params={"algorithm": candidate.algorithm, "imbalance": candidate.imbalance,
                 "selection_metric": config.selection_metric,
+                "gain_standard_errors": config.gain_standard_errors,
+                "min_gain": config.min_gain,
+                "max_scoring_ms_per_row": config.max_scoring_ms_per_row,
                 "train_rows": len(split.X_train), "test_rows": len(split.X_test),
                 "split": split.kind, "sampled_from_rows": challenger.rows.source_rows,
                 **{f"param_{k}": v for k, v in candidate.params.items()}},
         metrics={**challenger.metrics.model_dump(), "threshold": fitted.threshold,
-                 f"cv_{config.selection_metric}": candidate.cv_score},
+                 f"cv_{config.selection_metric}": candidate.cv_score,
+                 "model_size": candidate.size,
+                 **({"scoring_ms_per_row_batch_1": cost.ms_per_row_batch_1,
+                     f"scoring_ms_per_row_batch_{cost.batch_rows}": cost.ms_per_row_batch}
+                    if cost else {})},
         texts={"contract.yaml": contract.to_yaml()},
         dicts={"leaderboard.json": {"leaderboard": [
-            {"candidate": c.name, "cv_score": c.cv_score, "params": c.params}
-            for c in fitted.leaderboard]}},
+            {"candidate": c.name, "cv_score": c.cv_score, "fold_scores": list(c.fold_scores),
+             "size": c.size, "scoring_cost": c.cost.model_dump() if c.cost else None,
+             "params": c.params}
+            for c in fitted.leaderboard]},
+            "selection.json": {
+                "rule": {"gain_standard_errors": config.gain_standard_errors,
+                         "min_gain": config.min_gain,
+                         "max_scoring_ms_per_row": config.max_scoring_ms_per_row,
+                         "scoring_batch_rows": config.scoring_batch_rows},
+                "chosen": candidate.name,
+                "candidates": [row.model_dump() for row in fitted.selection]}},
         tags={"gate": challenger.gate.reason, "dataset": contract.name},
     )
 
@@ -291,6 +320,7 @@ def entry_metadata(challenger: Challenger, contract: DataContract, config: Train
         mlflow_model_version=mlflow_model_version,
         mlflow_tracking_uri=mlflow_tracking_uri,
         decision=challenger.gate.reason,
+        scoring_cost=candidate.cost,
     )
 
 
@@ -309,4 +339,5 @@ def training_summary(challenger: Challenger, registration: Registration,
         leakage_suspects=challenger.leakage_suspects,
         mlflow_run_id=registration.mlflow_run_id,
         mlflow_model_version=registration.mlflow_model_version, sample=challenger.rows.sample,
+        scoring_cost=candidate.cost, selection=fitted.selection,
     )

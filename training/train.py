@@ -3,18 +3,21 @@
 1. every algorithm x imbalance treatment once with defaults (none is starved by the budget);
 2. Optuna TPE on the best configuration of the best algorithms, for a trial budget that scales
    with the table (``trial_budget``) under a wall-clock cap;
-3. a stacked ensemble of the best model of each algorithm, kept only when its nested
-   out-of-fold score beats the best single model's;
+3. a stacked ensemble of the best model of each algorithm (its nested out-of-fold score);
+4. the choice (``training.selection``): the simplest candidate within noise of the best, among
+   those that respect the declared monotone features and the scoring budget. Each candidate is
+   fitted once on all training rows to measure its size and scoring cost (``training.cost``);
+   the chosen one's fit is the served model;
 
-then Platt calibration, threshold and risk cut-offs from out-of-fold scores, and one final fit
-on all training rows. The test split is never seen here: ``select_model`` gets training rows.
+then Platt calibration, threshold and risk cut-offs from out-of-fold scores. The test split is
+never seen here: ``select_model`` gets training rows.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import combinations
 from typing import Literal
 
@@ -28,9 +31,11 @@ from sklearn.pipeline import Pipeline
 from kernel.contract import DataContract
 from kernel.features import FeatureLayout, build_preprocessor, frequent_categories
 from kernel.model import ChurnModel, LogOddsBlend, PlattCalibration, log_odds
-from kernel.store import RiskCutoffs
+from kernel.store import RiskCutoffs, ScoringCost
 from training.config import Algorithm, Imbalance, TrainConfig
+from training.cost import measure_scoring_cost, model_size
 from training.evaluate import best_threshold, risk_cutoffs, selection_score
+from training.selection import Entrant, SelectionRow, choose_candidate
 
 log = logging.getLogger("churn.train")
 
@@ -57,12 +62,22 @@ class Candidate:
     params: Params
     cv_score: float
     members: tuple[tuple[Candidate, float], ...] = ()
+    # Filled in for the leaderboard's rows (``_Searcher.described``): the selection metric on
+    # each fold, fitted parameters and scoring cost of its fit on all training rows.
+    fold_scores: tuple[float, ...] = ()
+    size: int = 0
+    cost: ScoringCost | None = None
 
     @property
     def name(self) -> str:
         if self.members:
             return "ensemble(" + ", ".join(m.name for m, _ in self.members) + ")"
         return f"{self.algorithm}+{self.imbalance}"
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """Identifies a configuration whatever else is filled in."""
+        return self.algorithm, self.imbalance, repr(sorted(self.params.items()))
 
 
 @dataclass
@@ -75,6 +90,8 @@ class FittedModel:
     categories: dict[str, list[str]]
     # One row per algorithm+imbalance (its best configuration) and the ensemble's, best first.
     leaderboard: list[Candidate] = field(default_factory=list)
+    # Why the candidate was chosen: one row per leaderboard candidate, in leaderboard order.
+    selection: list[SelectionRow] = field(default_factory=list)
 
 
 # Trials a search space can use: TPE covers logistic regression's one parameter in a few.
@@ -151,13 +168,52 @@ class _Searcher:
         self.positive_share = float(y.mean())
         self.folds = list(StratifiedKFold(config.cv_folds, shuffle=True,
                                           random_state=config.seed).split(X, y))
-        self._full_matrix: np.ndarray | None = None
-        self._monotone: dict[int, bool] = {}
+        self._full: tuple[Pipeline, np.ndarray] | None = None
+        self._fitted: dict[tuple[str, str, str], object] = {}
         self.matrices = []
         for fit_rows, val_rows in self.folds:
             preprocessor = build_preprocessor(contract, categories).fit(X.iloc[fit_rows])
             self.matrices.append((preprocessor.transform(X.iloc[fit_rows]),
                                   preprocessor.transform(X.iloc[val_rows])))
+
+    @property
+    def full(self) -> tuple[Pipeline, np.ndarray]:
+        """The preprocessor fitted on all training rows, and their feature matrix."""
+        if self._full is None:
+            preprocessor = build_preprocessor(self.contract, self.categories).fit(self.X)
+            self._full = preprocessor, preprocessor.transform(self.X)
+        return self._full
+
+    def fitted_on_all_rows(self, candidate: Candidate) -> object:
+        """The candidate's classifier fitted on every training row (once per configuration):
+        what is sized, timed, checked for monotonicity and, if chosen, served. A blend's
+        members are those fits, with the blend's weights."""
+        if candidate.members:
+            return LogOddsBlend([(m.name, self.fitted_on_all_rows(m)) for m, _ in
+                                 candidate.members], [w for _, w in candidate.members])
+        if candidate.key not in self._fitted:
+            self._fitted[candidate.key] = fit_classifier(
+                self.classifier(candidate.algorithm, candidate.imbalance, candidate.params),
+                candidate.imbalance, self.full[1], self.y, self.config.seed)
+        return self._fitted[candidate.key]
+
+    def served_pipeline(self, candidate: Candidate) -> Pipeline:
+        """Raw columns in, raw score out: the shared preprocessor and the candidate's fit."""
+        return Pipeline([*self.full[0].steps,
+                         ("classifier", self.fitted_on_all_rows(candidate))])
+
+    def described(self, candidate: Candidate, oof: np.ndarray) -> Candidate:
+        """The candidate with its per-fold scores, size and scoring cost filled in."""
+        classifier = self.fitted_on_all_rows(candidate)
+        return replace(candidate, fold_scores=self.fold_scores(oof),
+                       size=model_size(classifier),
+                       cost=measure_scoring_cost(classifier, self.full[1],
+                                                 self.config.scoring_batch_rows))
+
+    def fold_scores(self, oof: np.ndarray) -> tuple[float, ...]:
+        """The selection metric on each fold's rows: paired between candidates (same rows)."""
+        return tuple(selection_score(self.config.selection_metric, self.y[rows], oof[rows])
+                     for _, rows in self.folds)
 
     def respects_monotone(self, candidate: Candidate) -> bool:
         """Trees are constrained when fitted; a linear model respects a declared monotone
@@ -166,15 +222,7 @@ class _Searcher:
         signs = np.array(self.layout.monotone_constraints())
         if candidate.algorithm != "logistic" or not signs.any():
             return True
-        if id(candidate) not in self._monotone:
-            if self._full_matrix is None:
-                self._full_matrix = build_preprocessor(self.contract, self.categories
-                                                       ).fit_transform(self.X)
-            model = fit_classifier(
-                self.classifier(candidate.algorithm, candidate.imbalance, candidate.params),
-                candidate.imbalance, self._full_matrix, self.y, self.config.seed)
-            self._monotone[id(candidate)] = bool((model.coef_[0] * signs >= 0).all())
-        return self._monotone[id(candidate)]
+        return bool((self.fitted_on_all_rows(candidate).coef_[0] * signs >= 0).all())
 
     def classifier(self, algorithm: Algorithm, imbalance: Imbalance, params: Params):
         return make_classifier(algorithm, imbalance, params, self.layout, self.positive_share,
@@ -321,56 +369,78 @@ def stacking_weights(log_odds_matrix: np.ndarray, y: np.ndarray) -> tuple[list[i
 
 def stack_ensemble(searcher: _Searcher, leaderboard: list[tuple[Candidate, np.ndarray]]
                    ) -> tuple[Candidate, np.ndarray] | None:
-    """The best stack of the best configuration of each algorithm, with an honest score.
+    """The stack of the best model with others, with an honest score, or None when no
+    combination gives two members a weight.
 
-    The best model is stacked with every combination of the others. A stack's score is
-    nested: its weights are refitted inside each fold of the search and scored on the fold they
-    did not see. The best combination wins, the smaller on a tie, so a member stays only when
-    the blend without it scores lower (each member is a full predict at serving: a forest costs
-    5-15x XGBoost). None when no combination gives two members a weight."""
+    The best configuration of each algorithm is a possible member (a linear model against a
+    declared monotone feature is not). The best model is stacked with every combination of the
+    others; a stack's score is nested: its weights are refitted inside each fold of the search
+    and scored on the fold they did not see. Of the combinations, the one with the fewest
+    members within noise of the best is returned (``training.selection``, without the budget),
+    so a member stays only when the blend without it scores clearly lower: each member is a
+    full predict at serving. Returns the blend (described, its fold scores nested) and its raw
+    out-of-fold scores with the final weights (for calibration)."""
     pool: list[tuple[Candidate, np.ndarray]] = []
     for candidate, oof in leaderboard:
         if candidate.algorithm not in {c.algorithm for c, _ in pool} \
                 and searcher.respects_monotone(candidate):
             pool.append((candidate, oof))
-    scores = np.column_stack([log_odds(oof) for _, oof in pool]) if pool else None
-    y, metric = searcher.y, searcher.config.selection_metric
-    best: tuple[float, list[int], np.ndarray] | None = None
+    if len(pool) < 2:
+        return None
+    scores = np.column_stack([log_odds(oof) for _, oof in pool])
+    y, config = searcher.y, searcher.config
+    blends: dict[tuple[int, ...], tuple[Candidate, np.ndarray, np.ndarray]] = {}
     for size in range(1, len(pool)):
         # Always with the best single model: a blend without it would have to beat it.
         for others in combinations(range(1, len(pool)), size):
             combination = (0, *others)
             columns = scores[:, list(combination)]
             keep, weights = stacking_weights(columns, y)
-            if len(keep) < 2:
+            kept = tuple(combination[i] for i in keep)
+            if len(kept) < 2 or kept in blends:
                 continue
             nested = np.zeros(len(y))
             for fit_rows, val_rows in searcher.folds:
                 fold_keep, fold_weights = stacking_weights(columns[fit_rows], y[fit_rows])
                 nested[val_rows] = columns[np.ix_(val_rows, fold_keep)] @ fold_weights
-            score = selection_score(metric, y, nested)
-            if best is None or score > best[0]:
-                best = (score, [combination[i] for i in keep], weights)
-    if best is None:
+            blend = _blend([pool[i][0] for i in kept], weights,
+                           selection_score(config.selection_metric, y, nested))
+            raw_oof = 1.0 / (1.0 + np.exp(-(scores[:, list(kept)] @ weights)))
+            blends[kept] = (blend, nested, raw_oof)
+    if not blends:
         return None
-    score, keep, weights = best
-    members = tuple((pool[i][0], float(w)) for i, w in zip(keep, weights, strict=True))
-    imbalances = sorted({m.imbalance for m, _ in members})
+    options = list(blends.values())
+    choice = choose_candidate(
+        [Entrant(b.name, b.cv_score, searcher.fold_scores(nested), len(b.members),
+                 sum(m.size for m, _ in b.members) + len(b.members))
+         for b, nested, _ in options], config.gain_standard_errors, config.min_gain)
+    blend, nested, raw_oof = options[choice.chosen]
+    if len(options) > 1:
+        log.info("round 3  of %d stacks, %s", len(options), choice.note)
+    return searcher.described(blend, nested), raw_oof
+
+
+def _blend(members: list[Candidate], weights: np.ndarray, score: float) -> Candidate:
+    """A leaderboard row for a stack: its params are the members' weights, imbalance
+    treatments and params, keyed "<algorithm>.<name>" (one member per algorithm)."""
     params: Params = {}
-    for member, weight in members:  # one member per algorithm, so it names the member
-        params[f"{member.algorithm}.weight"] = round(weight, 4)
+    for member, weight in zip(members, weights, strict=True):
+        params[f"{member.algorithm}.weight"] = round(float(weight), 4)
         params[f"{member.algorithm}.imbalance"] = member.imbalance
         params.update({f"{member.algorithm}.{k}": v for k, v in member.params.items()})
-    blend = Candidate("ensemble", imbalances[0] if len(imbalances) == 1 else "mixed", params,
-                      score, members)
-    raw_oof = 1.0 / (1.0 + np.exp(-(scores[:, keep] @ weights)))
-    return blend, raw_oof
+    imbalances = sorted({m.imbalance for m in members})
+    return Candidate("ensemble", imbalances[0] if len(imbalances) == 1 else "mixed", params,
+                     score, tuple((m, float(w)) for m, w in zip(members, weights, strict=True)))
+
+
+MONOTONE_EXCLUSION = "its risk moves against a declared monotone feature"
 
 
 def select_model(
     X: pd.DataFrame, y: np.ndarray, contract: DataContract, config: TrainConfig
 ) -> FittedModel:
-    """Search, calibrate, choose the threshold, and fit the final model on all of ``X``."""
+    """Search, choose, calibrate, choose the threshold; the served model is the chosen
+    candidate's fit on all of ``X``."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -391,37 +461,40 @@ def select_model(
 
     # Round 2: tune the best configuration of the best algorithms.
     _tune(searcher, results, config, started)
-    leaderboard = _best_per_candidate(results)
-    # The gate rejects a model whose risk moves against a declared monotone feature, so such a
-    # candidate (only a linear one can be) is ranked but never selected.
-    # (With no other candidate it stays, and the gate says why it is rejected.)
-    eligible = [row for row in leaderboard if searcher.respects_monotone(row[0])]
-    for candidate, _ in leaderboard:
-        if not searcher.respects_monotone(candidate):
-            log.info("skipped  %s: its risk moves against a declared monotone feature",
-                     candidate.name)
-    winner, raw_oof = (eligible or leaderboard)[0]
+    # Each row fitted once on all training rows: its size and scoring cost.
+    leaderboard = [(searcher.described(c, oof), oof) for c, oof in _best_per_candidate(results)]
+    budget = config.max_scoring_ms_per_row
 
-    # Round 3: a stacked ensemble of the best model of each algorithm, kept only when its
-    # (nested) out-of-fold score beats the best single candidate's.
-    ensemble = None
+    # Round 3: a stacked ensemble of the best model of each algorithm within the budget.
     if config.ensemble:
-        ensemble = stack_ensemble(searcher, leaderboard)
+        affordable = [row for row in leaderboard
+                      if budget is None or row[0].cost.ms_per_row_batch <= budget]
+        ensemble = stack_ensemble(searcher, affordable)
         if ensemble is None:
             log.info("round 3  no ensemble: no other algorithm earns %.0f%% of the weight",
                      100 * MIN_MEMBER_WEIGHT)
         else:
-            blend, blend_oof = ensemble
-            keep = blend.cv_score > winner.cv_score
-            log.info("round 3  ensemble %s: cv %s %.4f vs best single %.4f: %s",
-                     " + ".join(f"{m.name} x{w:.2f}" for m, w in blend.members), metric,
-                     blend.cv_score, winner.cv_score, "kept" if keep else "not kept")
+            blend = ensemble[0]
+            log.info("round 3  ensemble %s: cv %s %.4f", " + ".join(
+                f"{m.name} x{w:.2f}" for m, w in blend.members), metric, blend.cv_score)
             leaderboard.append(ensemble)
             leaderboard.sort(key=lambda r: r[0].cv_score, reverse=True)
-            if keep:
-                winner, raw_oof = blend, blend_oof
-    log.info("selected %s with cv %s %.4f (%.0fs)", winner.name, metric, winner.cv_score,
-             time.monotonic() - started)
+
+    # The choice: the simplest candidate within noise of the best. The gate rejects a model
+    # whose risk moves against a declared monotone feature, so such a candidate (only a linear
+    # one can be) is ranked but not chosen while another can be.
+    choice = choose_candidate(
+        [Entrant(c.name, c.cv_score, c.fold_scores, len(c.members) or 1, c.size, c.cost,
+                 None if searcher.respects_monotone(c) else MONOTONE_EXCLUSION)
+         for c, _ in leaderboard], config.gain_standard_errors, config.min_gain, budget)
+    for row in choice.rows:
+        log.info("choose   %-44s cv %.4f  %s  %s: %s", row.candidate, row.cv_score,
+                 _gap_text(row), _cost_text(row), row.reason)
+    if choice.warning:
+        log.warning("choose   %s", choice.warning)
+    winner, raw_oof = leaderboard[choice.chosen]
+    log.info("selected %s with cv %s %.4f: %s (%.0fs)", winner.name, metric, winner.cv_score,
+             choice.note, time.monotonic() - started)
 
     # Calibration, threshold and risk cut-offs all come from out-of-fold predictions.
     calibration = PlattCalibration.fit(raw_oof, y)
@@ -429,9 +502,23 @@ def select_model(
     threshold = best_threshold(y, oof_probability, contract.costs)
     cutoffs = risk_cutoffs(oof_probability, threshold, config.high_risk_share)
 
-    model = ChurnModel(fit_candidate(winner, X, y, contract, categories, config), calibration)
+    model = ChurnModel(searcher.served_pipeline(winner), calibration)
     return FittedModel(model, winner, threshold, cutoffs, oof_probability, categories,
-                       [c for c, _ in leaderboard])
+                       [c for c, _ in leaderboard], choice.rows)
+
+
+def _gap_text(row: SelectionRow) -> str:
+    if row.gap_to_best is None:
+        return "not compared"
+    return (f"gap {row.gap_to_best:+.4f} (se {row.standard_error:.4f}, margin "
+            f"{row.margin:.4f})")
+
+
+def _cost_text(row: SelectionRow) -> str:
+    if row.ms_per_row_batch is None:
+        return "cost not measured"
+    return (f"{row.ms_per_row_batch_1:.4f} ms/row at batch 1, {row.ms_per_row_batch:.4f} at "
+            f"{row.batch_rows}")
 
 
 def fit_candidate(candidate: Candidate, X: pd.DataFrame, y: np.ndarray, contract: DataContract,

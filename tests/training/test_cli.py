@@ -111,6 +111,14 @@ def test_default_training_from_sqlite_reaches_the_floor_on_the_time_split(tmp_pa
     listed = stored_models(tmp_path)
     assert [m["tag"] for m in listed] == [facts["model_tag"]]
     assert listed[0]["stage"] == "champion"
+    # Why this model, and what it costs to score: in the summary, the output and the listing.
+    assert listed[0]["scoring_cost"] == facts["scoring_cost"]
+    assert listed[0]["scoring_cost"]["batch_rows"] == 64
+    chosen = [row for row in facts["selection"] if row["chosen"]]
+    assert len(chosen) == 1 and chosen[0]["candidate"].startswith(facts["algorithm"])
+    assert "chosen: " in result.stdout and "ms/row " in result.stdout
+    text = churn("models", home=tmp_path).stdout
+    assert f"ms/row {listed[0]['scoring_cost']['ms_per_row_batch_1']:.4f}@1" in text
 
 
 @pytest.mark.integration

@@ -196,19 +196,31 @@ def test_run_record_holds_the_params_metrics_artifacts_and_tags_mlflow_shows(
 ):
     record = run_record(challenger, own_contract, quick_config)
     candidate = challenger.fitted.candidate
+    cost = candidate.cost
     assert record.run_name == f"{DATASET}-logistic+class_weight"
     assert record.params == {
         "algorithm": "logistic", "imbalance": "class_weight", "selection_metric": "roc_auc",
+        "gain_standard_errors": 1.0, "min_gain": 0.002, "max_scoring_ms_per_row": None,
         "train_rows": len(challenger.split.X_train), "test_rows": len(challenger.split.X_test),
         "split": challenger.split.kind, "sampled_from_rows": 800,
         "param_C": candidate.params["C"]}
     assert record.metrics == {**challenger.metrics.model_dump(),
                               "threshold": challenger.fitted.threshold,
-                              "cv_roc_auc": candidate.cv_score}
+                              "cv_roc_auc": candidate.cv_score, "model_size": candidate.size,
+                              "scoring_ms_per_row_batch_1": cost.ms_per_row_batch_1,
+                              "scoring_ms_per_row_batch_64": cost.ms_per_row_batch}
+    assert 0 < cost.ms_per_row_batch < cost.ms_per_row_batch_1 and cost.batch_rows == 64
     assert record.texts == {"contract.yaml": own_contract.to_yaml()}
-    assert record.dicts == {"leaderboard.json": {"leaderboard": [
+    assert record.dicts["leaderboard.json"] == {"leaderboard": [
         {"candidate": "logistic+class_weight", "cv_score": candidate.cv_score,
-         "params": candidate.params}]}}
+         "fold_scores": list(candidate.fold_scores), "size": candidate.size,
+         "scoring_cost": cost.model_dump(), "params": candidate.params}]}
+    selection = record.dicts["selection.json"]
+    assert selection["rule"] == {"gain_standard_errors": 1.0, "min_gain": 0.002,
+                                 "max_scoring_ms_per_row": None, "scoring_batch_rows": 64}
+    assert selection["chosen"] == "logistic+class_weight"
+    assert [row["reason"] for row in selection["candidates"]] == [
+        "chosen: the best, and nothing simpler is within noise of it"]
     assert record.tags == {"gate": challenger.gate.reason, "dataset": DATASET}
 
 
@@ -227,6 +239,7 @@ def test_entry_metadata_and_summary_describe_the_challenger(challenger, own_cont
     assert metadata.metrics == challenger.metrics
     assert (metadata.mlflow_run_id, metadata.mlflow_model_version,
             metadata.mlflow_tracking_uri) == ("run-1", "3", "sqlite:///x.db")
+    assert metadata.scoring_cost == challenger.fitted.candidate.cost is not None
 
     registration = Registration("steps_test:abc", "run-1", "3", "sqlite:///x.db")
     summary = training_summary(challenger, registration, "challenger")
@@ -237,6 +250,8 @@ def test_entry_metadata_and_summary_describe_the_challenger(challenger, own_cont
         HoldoutMetrics.model_fields))) == challenger.metrics
     assert (summary.train_rows, summary.test_rows, summary.sample) == (
         len(split.X_train), len(split.X_test), None)
+    assert summary.scoring_cost == metadata.scoring_cost
+    assert summary.selection == challenger.fitted.selection and summary.selection[0].chosen
 
 
 # --- the parts called apart, against the session's real store and MLflow registry ------------
@@ -264,8 +279,16 @@ def test_a_challenger_is_registered_without_promotion_and_promoted_apart(
         run = registry.get_run(registration.mlflow_run_id)
         assert run.data.tags["bentoml_tag"] == registration.model_tag
         assert run.data.tags["gate"] == challenger.gate.reason
-        assert load_entry(registration.model_tag).metadata.mlflow_model_version == \
-            registration.mlflow_model_version
+        stored = load_entry(registration.model_tag).metadata
+        assert stored.mlflow_model_version == registration.mlflow_model_version
+        # The scoring cost is recorded with the model, in the store and in MLflow, and the
+        # selection evidence beside the leaderboard.
+        cost = challenger.fitted.candidate.cost
+        assert stored.scoring_cost == cost
+        assert run.data.metrics["scoring_ms_per_row_batch_64"] == cost.ms_per_row_batch
+        assert run.data.params["min_gain"] == "0.002"
+        artifacts = {a.path for a in registry.list_artifacts(registration.mlflow_run_id)}
+        assert {"selection.json", "leaderboard.json", "contract.yaml"} <= artifacts
 
         assert apply_gate(registration.model_tag, challenger.gate,
                           registration.tracking_uri) == "champion"
