@@ -72,7 +72,9 @@ class PairedSettings(_Section):
                                  "shadow's pairs are one growing sample")
     min_pairs: int = Field(200, ge=10, description="fewer pairs: every check is NoData")
     min_segment_pairs: int = Field(200, ge=10, description="segments with fewer pairs are "
-                                   "listed, not tested")
+                                   "listed, not tested for disagreement")
+    min_ranking_pairs: int = Field(400, ge=10, description="segments with fewer pairs are not "
+                                   "tested for rank agreement (a correlation needs more)")
     min_labelled: int = Field(200, ge=10, description="labelled pairs (with both classes) "
                               "needed for the ROC-AUC check")
     moved_by: float = Field(0.10, gt=0, lt=1, description="a customer whose probability moved "

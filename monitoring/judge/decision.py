@@ -220,6 +220,21 @@ class Judgement:
         return EXIT_CODES[self.verdict]
 
     @property
+    def predictions(self) -> int:
+        """Pairs (paired), or the smaller track's predictions (unpaired)."""
+        if self.judge == "paired":
+            return self.sizes["pairs"]
+        return min(self.sizes["stable_predictions"], self.sizes["canary_predictions"])
+
+    @property
+    def more_predictions_needed(self) -> int | None:
+        """How many more predictions per side (pairs) the undecided checks need; None when
+        nothing is waiting for predictions or it is out of reach."""
+        if self.needed_predictions is None:
+            return None
+        return max(self.needed_predictions - self.predictions, 0)
+
+    @property
     def failing_checks(self) -> list[str]:
         return [c.name for c in self.checks if c.scored and c.failing]
 
@@ -240,9 +255,13 @@ class Judgement:
             waits = []
             if self.needed_predictions is not None:
                 side = "pairs" if self.judge == "paired" else "predictions per track"
-                waits.append(f"about {self.needed_predictions:,} {side}")
+                more = self.needed_predictions - self.predictions
+                waits.append(f"about {self.needed_predictions:,} {side} ({max(more, 0):,} more)")
             if self.needed_requests is not None:
-                waits.append(f"about {self.needed_requests:,} requests per track")
+                more = self.needed_requests - min(self.sizes.get("stable_requests", 0),
+                                                  self.sizes.get("canary_requests", 0))
+                waits.append(f"about {self.needed_requests:,} requests per track "
+                             f"({max(more, 0):,} more)")
             undecided = [c for c in self.checks if c.scored and not (c.passing or c.failing)]
             if undecided and any(c.needed is None for c in undecided):
                 waits.append("some checks sit on their tolerance: more data alone may not "
@@ -256,6 +275,7 @@ class Judgement:
         data = asdict(self)
         data["exit_code"] = self.exit_code
         data["failing_checks"] = self.failing_checks
+        data["more_predictions_needed"] = self.more_predictions_needed
         return data
 
     def table(self) -> str:

@@ -249,29 +249,34 @@ def _segments(frame: pd.DataFrame, columns: Sequence[str], a: Predictions, b: Pr
                          rank_high=None, ranking_class="NoData",
                          moved_share=float(moved[rows].mean()),
                          mean_shift=float(shift[rows].mean()))
-        if size >= settings.min_segment_pairs and rest_size >= settings.min_segment_pairs:
+        if min(size, rest_size) >= settings.min_segment_pairs:
             excess = two_proportions(total_changed - changes, rest_size, changes, size,
                                      per_segment)
-            ranking = rank_agreement_difference(a.probability[rows], b.probability[rows],
-                                                overall_agreement, n, per_segment)
             row = replace(row, excess_low=excess.low, excess_high=excess.high,
                           disagreement_class=classify(excess.low, excess.high,
-                                                      disagreement_band),
-                          rank_agreement=ranking.effect, rank_low=ranking.low,
+                                                      disagreement_band))
+        if min(size, rest_size) >= settings.min_ranking_pairs:
+            ranking = rank_agreement_difference(a.probability[rows], b.probability[rows],
+                                                overall_agreement, n, per_segment)
+            row = replace(row, rank_agreement=ranking.effect, rank_low=ranking.low,
                           rank_high=ranking.high,
                           ranking_class=classify(ranking.low, ranking.high, ranking_band))
-            tested["segment_disagreement"].append((row, excess))
             tested["segment_ranking"].append((row, ranking))
+        if row.excess_low is not None:
+            tested["segment_disagreement"].append((row, excess))
         listed.append(row)
     listed.sort(key=_concern)
     top = tuple(listed[:settings.top_segments])
-    if not tested["segment_disagreement"]:
-        largest = max((len(s.rows) for s in found), default=0)
-        needed = int(np.ceil(settings.min_segment_pairs * n / largest)) if largest else None
-        return [_missing(name, settings, f"no segment has {settings.min_segment_pairs} pairs "
-                         "yet", needed=needed, n=0) for name in names], top
+    largest = max((len(s.rows) for s in found), default=0)
     checks = []
     for name in names:
+        if not tested[name]:
+            minimum = (settings.min_segment_pairs if name == "segment_disagreement"
+                       else settings.min_ranking_pairs)
+            needed = int(np.ceil(minimum * n / largest)) if largest else None
+            checks.append(_missing(name, settings, f"no segment has {minimum} pairs yet",
+                                   needed=needed, n=0))
+            continue
         row, estimate = _worst(tested[name], name)
         if name == "segment_disagreement":
             note = (f"{row.feature}={row.value}: {100 * row.disagreement:.1f}% of its "

@@ -344,6 +344,8 @@ def test_inconclusive_names_a_sample_size_that_then_decides() -> None:
     assert first.verdict == "inconclusive"
     needed = first.needed_predictions
     assert needed is not None and 2000 < needed < 100_000
+    assert first.more_predictions_needed == needed - 2000
+    assert f"{needed - 2000:,} more" in first.summary()
     passes = sum(judge_unpaired(records(churn_probabilities(rng, needed)),
                                 records(churn_probabilities(rng, needed))).verdict == "pass"
                  for _ in range(5))
@@ -406,15 +408,19 @@ def test_unreadable_records_name_the_column() -> None:
 # ------------------------------------------------------------------ the paired judge
 
 
-def test_the_same_model_passes_at_500_pairs_once_a_segment_can_be_tested() -> None:
+def test_the_same_model_passes_once_its_segments_can_be_tested() -> None:
+    """Segments are judged from 200 pairs (disagreement) and 400 (rank agreement): before a
+    segment has them the judgement waits, and says for how many pairs."""
     rng = np.random.default_rng(13)
     p = churn_probabilities(rng, 500)
     thirds = rng.choice(["north", "south", "east"], 500)
     waiting = judge_paired(pairs(p, p, region=thirds), segments=["region"])
-    assert waiting.check("segment_disagreement").classification == "NoData"  # ~167 each
+    assert waiting.check("segment_ranking").classification == "NoData"  # ~167 each
     assert waiting.verdict == "inconclusive"
-    assert 500 < waiting.needed_predictions < 700  # when the largest third reaches 200
-    region = rng.choice(["north", "south", "east"], 500, p=[0.5, 0.3, 0.2])
+    largest = max(np.unique(thirds, return_counts=True)[1])
+    assert waiting.needed_predictions == math.ceil(400 * 500 / largest)  # ~1,200
+    p = churn_probabilities(rng, 1300)
+    region = rng.choice(["north", "south", "east"], 1300)
     judgement = judge_paired(pairs(p, p, region=region), segments=["region"])
     assert judgement.verdict == "pass" and judgement.exit_code == 0
     assert judgement.transitions["LOW"]["HIGH"] == 0
