@@ -6,9 +6,10 @@ configuration (logistic regression + XGBoost, no tuning): the champion, three mo
 on other samples of the same population, and one trained on a shifted population. Each scores
 the same 40,000 held-out customers. Then predictions are sampled many times and both judges
 run at their default settings (configs/judge.yaml) on 500, 2,000 and 10,000 predictions per
-side; the same samples are judged by today's fixed canary limits (configs/canary.yaml: share
-will_churn within 8 pp, share HIGH within 6 pp, mean probability within 0.04, probability PSI
-at most 0.1 on rollout/analysis.py's bins, at least 500 predictions per track).
+side; the same samples are judged by the fixed limits the canary used before the judge
+(``FixedLimits``: share will_churn within 8 pp, share HIGH within 6 pp, mean probability within
+0.04, probability PSI at most 0.1 on rollout/analysis.py's bins, at least 500 predictions per
+track), called "today's" in the tables.
 
 Cases (the challenger, against the champion):
 
@@ -216,12 +217,24 @@ def _records(model: Scored, rows: np.ndarray, prefix: str = "") -> dict[str, np.
             f"{prefix}risk_level": RISK_NAMES[model.risk[rows]]}
 
 
-def todays_limits(a: np.ndarray, a_model: Scored, b: np.ndarray, b_model: Scored) -> str:
-    """configs/canary.yaml's prediction limits on two samples (rows of the pool)."""
-    from rollout.analysis import PSI_BIN_EDGES
-    from rollout.config import AnalysisSettings
+@dataclass(frozen=True)
+class FixedLimits:
+    """The fixed prediction limits the canary applied before the judge replaced them
+    (configs/canary.yaml up to commit d74d074): the baseline the tables compare with."""
 
-    limits = AnalysisSettings()
+    min_predictions: int = 500
+    max_will_churn_share_diff_pp: float = 8.0
+    max_high_share_diff_pp: float = 6.0
+    max_mean_probability_diff: float = 0.04
+    max_probability_psi: float = 0.1
+    psi_epsilon: float = 1e-4
+
+
+def todays_limits(a: np.ndarray, a_model: Scored, b: np.ndarray, b_model: Scored) -> str:
+    """The fixed prediction limits (``FixedLimits``) on two samples (rows of the pool)."""
+    from rollout.analysis import PSI_BIN_EDGES
+
+    limits = FixedLimits()
     if min(len(a), len(b)) < limits.min_predictions:
         return "inconclusive"
     pa, pb = a_model.probability[a], b_model.probability[b]

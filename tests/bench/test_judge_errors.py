@@ -1,5 +1,5 @@
 """The judge's simulation harness (bench/judge_errors.py) on synthetic models: its cases are
-what they claim, today's limits are computed as configs/canary.yaml states them, and a cell
+what they claim, the fixed limits the judge replaced are computed as they were stated, and a cell
 counts verdicts correctly. (The real run trains models: minutes; docs/judge.md.)"""
 
 from __future__ import annotations
