@@ -61,6 +61,39 @@ def shadow_pairs(directory: Path, *, since: datetime | None, until: datetime | N
                  skipped=len(champion) - len(pairs), since=since)
 
 
+@dataclass(frozen=True)
+class ShadowEvidence:
+    """The pairs with the champion's categorical features (the judge's segments), and the
+    champion's contract they were validated by."""
+
+    pairs: Pairs
+    segments: list[str]
+    contract: object | None  # kernel.contract.DataContract; None when no pair was found
+
+
+def shadow_evidence(directory: Path, *, since: datetime | None, until: datetime | None = None,
+                    shadow_version: str | None = None,
+                    champion_version: str | None = None) -> ShadowEvidence:
+    """``shadow_pairs`` with the segment columns: the champion (named by the pairs' model tag)
+    says which features are categorical, and the pairs are read again with them, so the judge
+    can see a challenger that differs on one segment only. Raises LookupError as
+    ``shadow_pairs``."""
+    from kernel.store import load_entry
+
+    pairs = shadow_pairs(directory, since=since, until=until, shadow_version=shadow_version,
+                         champion_version=champion_version)
+    if pairs.frame.empty:
+        return ShadowEvidence(pairs, [], None)
+    contract = load_entry(str(pairs.frame["model_tag"].iloc[0])).contract
+    segments = list(contract.categorical)
+    if segments:
+        pairs = shadow_pairs(directory, since=since, until=until,
+                             shadow_version=pairs.shadow_version,
+                             champion_version=pairs.champion_version, features=segments)
+        segments = [c for c in segments if c in pairs.frame.columns]
+    return ShadowEvidence(pairs, segments, contract)
+
+
 def track_predictions(directory: Path, *, track: str, version: str, since: datetime | None,
                       until: datetime | None = None) -> pd.DataFrame:
     """A track's predictions by ``version`` in ``[since, until)`` (see the module docstring)."""

@@ -90,23 +90,20 @@ def analyze(
     import time
     from datetime import UTC, datetime
 
-    from kernel.store import load_entry
     from monitoring.config import parse_window
     from monitoring.judge import SHADOW_JOB, judge_paired, judgement_registry
-    from monitoring.judge_inputs import shadow_pairs, with_labels
+    from monitoring.judge_inputs import shadow_evidence, with_labels
 
     options = JudgeOptions.resolve(inference_log, judge_config, pushgateway, no_push)
     start = (datetime.fromisoformat(since.replace("Z", "+00:00")) if since
              else datetime.now(UTC) - parse_window(window))
-    pairs = shadow_pairs(options.inference_log, since=start, shadow_version=shadow)
-    champion = load_entry(pairs.frame["model_tag"].iloc[0]) if len(pairs.frame) else None
-    contract = champion.contract if champion else None
+    evidence = shadow_evidence(options.inference_log, since=start, shadow_version=shadow)
+    pairs, contract, segments = evidence.pairs, evidence.contract, evidence.segments
     frame = pairs.frame
     if labels and contract is not None and contract.id is not None:
         from kernel.ingest import read_table
 
         frame = with_labels(frame, read_table(labels), contract.id, contract.target.column)
-    segments = [c for c in (contract.categorical if contract else []) if c in frame.columns]
     judgement = judge_paired(frame, options.judge, segments=segments,
                              label="label" if "label" in frame.columns else None)
     if options.pushgateway is not None:

@@ -70,3 +70,29 @@ def start_server(target: str, tmp: Path, workers: int = 2, extra: dict | None = 
         name=f"bentoml serve {target}", log_path=tmp / "server.log", cwd=REPO, env=env,
         ready=lambda: http_ok(f"{url}/readyz"), timeout=timeout)
     return Server(process.name, process.popen, process.log_path, url, log_dir)
+
+
+def serve_model(tag: str, folder: Path, track: str, log_dir: Path, port: int | None = None,
+                env: dict[str, str] | None = None) -> Server:
+    """`bentoml serve` of one model named by CHURN_MODEL_TAG, as a pod names it (one worker:
+    CPU is scarce), writing its inference log to the shared ``log_dir`` with its track;
+    ``env`` on top (e.g. CHURN_SHADOW_MODEL_TAG)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    config = folder / "service.yaml"
+    config.write_text(yaml.safe_dump({"workers": 1, "inference_log": {
+        "directory": str(log_dir), "flush_seconds": 0.2}}))
+    port = port or free_port()
+    url = f"http://127.0.0.1:{port}"
+    # `bentoml serve` keeps its metrics in $BENTOML_HOME/prometheus_multiproc_dir and empties
+    # it when it starts: servers sharing a home would wipe and mix each other's counters (a pod
+    # has a home of its own). So each gets a home whose models/ is the session's model store.
+    home = folder / "bentoml_home"
+    home.mkdir()
+    (home / "models").symlink_to(Path(os.environ["BENTOML_HOME"]) / "models")
+    env = {**os.environ, "CHURN_SERVICE_CONFIG": str(config), "CHURN_MODEL_TAG": tag,
+           "BENTOML_HOME": str(home), "CHURN_TRACK": track, **(env or {})}
+    process = start_process(
+        [BENTOML, "serve", SERVICE, "--host", "127.0.0.1", "--port", str(port)],
+        name=f"bentoml serve {tag}", log_path=folder / "server.log", cwd=REPO, env=env,
+        ready=lambda: http_ok(f"{url}/readyz"), timeout=300)
+    return Server(process.name, process.popen, process.log_path, url, folder)

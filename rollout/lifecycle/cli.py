@@ -118,20 +118,20 @@ def _judge_shadow(state, judge):
 
     from kernel.store import load_entry
     from monitoring.judge import judge_paired
-    from monitoring.judge_inputs import shadow_pairs
+    from monitoring.judge_inputs import shadow_evidence
     from rollout.lifecycle.engine import Judged
 
     challenger = load_entry(state.challenger)
     champion = load_entry(state.champion) if state.champion else None
     try:
-        pairs = shadow_pairs(judge.inference_log, since=datetime.fromisoformat(state.entered_at),
-                             shadow_version=challenger.version,
-                             champion_version=champion.version if champion else None)
+        evidence = shadow_evidence(
+            judge.inference_log, since=datetime.fromisoformat(state.entered_at),
+            shadow_version=challenger.version,
+            champion_version=champion.version if champion else None)
     except LookupError as exc:
         return Judged("inconclusive", str(exc))
-    contract = challenger.contract
-    segments = [c for c in contract.categorical if c in pairs.frame.columns]
-    judgement = judge_paired(pairs.frame, judge.judge, segments=segments, label=None)
+    judgement = judge_paired(evidence.pairs.frame, judge.judge, segments=evidence.segments,
+                             label=None)
     return Judged(judgement.verdict, judgement.summary(), judgement.to_dict())
 
 

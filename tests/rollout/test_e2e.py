@@ -23,7 +23,6 @@ them, as the drill does; the defaults' error rates are measured by bench/judge_e
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -37,9 +36,9 @@ import httpx
 import pytest
 import yaml
 
-from kernel.processes import free_port, http_ok, start_process
+from kernel.processes import free_port
 from monitoring.stack import RunningStack, ScrapeTarget, start_stack
-from tests.servers import BENTOML, SERVICE, Server, customer_bodies
+from tests.servers import Server, customer_bodies, serve_model
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
 REPO = Path(__file__).resolve().parents[2]
@@ -60,62 +59,6 @@ JUDGE = {
 CANARY_EVERY = 2  # every 2nd request goes to the canary: a 50% share
 
 
-@pytest.fixture(scope="module")
-def canary_models(trained_entry, contract, fast_config, churn_home: Path,
-                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """Tags of the three canary models, each under a dataset name of its own so the session's
-    champion is untouched; removed from the store afterwards."""
-    def copy_of_stable(dataset: str, contract_raw: dict) -> str:
-        return save_entry(trained_entry.model, DataContract.model_validate(contract_raw),
-                          trained_entry.metadata.model_copy(update={"dataset": dataset}),
-                          trained_entry.reference, "champion").tag
-
-    from kernel.contract import DataContract
-    from kernel.store import delete_entry, save_entry
-    from training.generate import GeneratorConfig, generate_customers
-    from training.run import train_and_register
-
-    folder = tmp_path_factory.mktemp("canary-data")
-    tags = {}
-    path = folder / "drifted.csv"
-    generate_customers(GeneratorConfig(rows=2000, seed=9, drifted=True)).to_csv(path, index=False)
-    own = contract.model_copy(update={"name": "canary_drifted"})
-    tags["drifted"] = train_and_register(str(path), own, fast_config, churn_home).model_tag
-    tags["same"] = copy_of_stable("canary_same", {**trained_entry.contract.model_dump(),
-                                                  "name": "canary_same"})
-    raw = trained_entry.contract.model_dump()
-    raw["name"] = "canary_narrowed"
-    raw["features"]["plan"]["values"] = ["basic", "standard"]  # stable also takes "premium"
-    tags["narrowed"] = copy_of_stable("canary_narrowed", raw)
-    yield tags
-    for tag in tags.values():
-        delete_entry(tag)
-
-
-def serve(tag: str, folder: Path, track: str, log_dir: Path, port: int | None = None) -> Server:
-    """`bentoml serve` of one model named by CHURN_MODEL_TAG, as a pod names it (one worker:
-    CPU is scarce), writing its inference log to the shared ``log_dir`` with its track."""
-    folder.mkdir(parents=True, exist_ok=True)
-    config = folder / "service.yaml"
-    config.write_text(yaml.safe_dump({"workers": 1, "inference_log": {
-        "directory": str(log_dir), "flush_seconds": 0.2}}))
-    port = port or free_port()
-    url = f"http://127.0.0.1:{port}"
-    # `bentoml serve` keeps its metrics in $BENTOML_HOME/prometheus_multiproc_dir and empties
-    # it when it starts: servers sharing a home would wipe and mix each other's counters (a pod
-    # has a home of its own). So each gets a home whose models/ is the session's model store.
-    home = folder / "bentoml_home"
-    home.mkdir()
-    (home / "models").symlink_to(Path(os.environ["BENTOML_HOME"]) / "models")
-    env = {**os.environ, "CHURN_SERVICE_CONFIG": str(config), "CHURN_MODEL_TAG": tag,
-           "BENTOML_HOME": str(home), "CHURN_TRACK": track}
-    process = start_process(
-        [BENTOML, "serve", SERVICE, "--host", "127.0.0.1", "--port", str(port)],
-        name=f"bentoml serve {tag}", log_path=folder / "server.log", cwd=REPO, env=env,
-        ready=lambda: http_ok(f"{url}/readyz"), timeout=300)
-    return Server(process.name, process.popen, process.log_path, url, folder)
-
-
 class CanarySlot:
     """The canary's one address (an instance, as a pod IP or a local port is), serving one
     model at a time: ``serve(name)`` swaps the model there, with a fresh BentoML home, as a
@@ -131,7 +74,7 @@ class CanarySlot:
         """The slot serving ``name`` (``fresh``: a new process even if it already does)."""
         if self.name != name or fresh:
             self.stop()
-            self.server = serve(self.tags[name], self.root / f"{name}-{time.monotonic_ns()}",
+            self.server = serve_model(self.tags[name], self.root / f"{name}-{time.monotonic_ns()}",
                                 "canary", self.log_dir, self.port)
             self.name = name
         return self.server
@@ -152,10 +95,10 @@ def servers(trained_entry, canary_models: dict[str, str],
     log_dir = root / "inference_log"  # one folder for every pod, as the shared volume is
     slot = CanarySlot(canary_models, root / "slot", log_dir)
     with ThreadPoolExecutor(3) as pool:
-        futures = {"stable": pool.submit(serve, trained_entry.tag, root / "stable", "stable",
-                                         log_dir),
-                   "narrowed": pool.submit(serve, canary_models["narrowed"], root / "narrowed",
-                                           "canary", log_dir),
+        futures = {"stable": pool.submit(serve_model, trained_entry.tag, root / "stable",
+                                         "stable", log_dir),
+                   "narrowed": pool.submit(serve_model, canary_models["narrowed"],
+                                           root / "narrowed", "canary", log_dir),
                    "slot": pool.submit(slot.serve, "same")}
     started = {name: f.result() for name, f in futures.items() if f.exception() is None}
     try:
