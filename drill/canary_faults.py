@@ -259,7 +259,86 @@ def bad_canary(system: DrillSystem, finding: Finding) -> None:
                    {f"{t} {c}": n for (t, c), n in codes.items() if t == "stable"})
 
 
+def shadow_segment(system: DrillSystem, finding: Finding) -> None:
+    """A challenger broken on one segment only, shadowed beside the champion: the shadow judge
+    (`churn shadow analyze`, on the pairs) must fail it on the segment while its overall shares
+    look fine, and no answer may change."""
+    import numpy as np
+
+    from drill.segment_model import scrambled_on_a_segment
+    from kernel.store import champion as store_champion
+    from kernel.store import delete_entry, save_entry
+
+    champion = system.champion()
+    model = scrambled_on_a_segment(champion)
+    reference = champion.reference[list(champion.contract.features)]
+    matrix = champion.model.preprocessor.transform(reference)
+    if not np.allclose(model.predict_proba(reference), model.predict_proba_matrix(matrix)):
+        raise DrillSetupError("the segment-scrambled model's two scoring paths disagree")
+    challenger = save_entry(model, champion.contract, champion.metadata, champion.reference,
+                            "challenger")
+    finding.note("segment", f"{model.column}={model.value}")
+    server = None
+    try:
+        server = system.serve("shadow-segment", {"workers": 1, "inference_log": {
+            "flush_seconds": 0.2}}, model_tag=champion.tag,
+            env={"CHURN_SHADOW_MODEL_TAG": challenger.tag})
+        contract = champion.contract
+        customers = system.customers(system.settings.canary.shadow_requests, 67)
+        bodies = bodies_of(customers[list(contract.features)], contract, "SHD-")
+        finding.injected()
+        with httpx.Client(timeout=60) as client, ThreadPoolExecutor(6) as pool:
+            answers = list(pool.map(lambda b: client.post(f"{server.url}/predict", json=b),
+                                    bodies))
+        codes = Counter(a.status_code for a in answers)
+        served = np.array([a.json()["churn_probability"] for a in answers
+                           if a.status_code == 200])
+        time.sleep(1.5)  # the log's flush
+        done = system.churn("shadow", "analyze", "--inference-log", str(server.log_dir),
+                            "--window", "1h", "--no-push", "--json")
+        finding.detected()
+    finally:
+        if server is not None:
+            system.services.remove(server)
+            server.stop(timeout=30)
+    try:
+        report = json.loads(done.stdout)
+    except ValueError:
+        report = {}
+    judgement = report.get("judgement") or {}
+    checks = {row["name"]: row for row in judgement.get("checks", [])}
+    failing = judgement.get("failing_checks", [])
+    finding.note("analyze_exit_code", done.returncode)
+    finding.note("pairs", report.get("pairs"))
+    finding.note("failing_checks", failing)
+    finding.note("classes", {name: row["classification"] for name, row in checks.items()
+                             if row["scored"]})
+    finding.caught("`churn shadow analyze` fails the shadow on a segment check (exit 1)",
+                   done.returncode == 1 and any("segment" in name for name in failing),
+                   f"exit {done.returncode}: failing {failing}"
+                   + ("" if done.returncode in (0, 1, 3) else f": {done.stderr[-300:]}"))
+    overall = [name for name in ("flagged_share", "high_share", "mean_probability")
+               if name in checks]
+    finding.intact("the overall shares alone would not have told (a canary compares these)",
+                   bool(overall) and not set(overall) & set(failing),
+                   {name: checks[name]["classification"] for name in overall})
+    expected = champion.model.predict_proba(customers[list(contract.features)])
+    finding.intact("every answer is the champion's (the shadow answered no one)",
+                   codes == Counter({200: len(bodies)})
+                   and np.allclose(served, expected, atol=1e-6), dict(codes))
+    finding.intact("the store's champion is unchanged",
+                   store_champion(champion.metadata.dataset).tag == champion.tag,
+                   store_champion(champion.metadata.dataset).tag)
+    delete_entry(challenger.tag)
+
+
 SCENARIOS = [
+    Scenario("shadow-segment", "canary",
+             "a challenger broken on one segment only (a feature join lost for one region: "
+             "its ranking there is random, its shares unchanged) is shadowed beside the "
+             "champion",
+             "`churn shadow analyze` (the paired judge, per segment) fails it before any "
+             "canary; no answer changes", shadow_segment),
     Scenario("bad-canary", "canary",
              "the challenger the gate rejected replaces a harmless canary at 25% of traffic, "
              "within one analysis window",

@@ -90,6 +90,8 @@ class MonitoringLoad(_Section):
 
 class CanaryLoad(_Section):
     requests: int = Field(1200, ge=100, description="/predict requests split between tracks")
+    shadow_requests: int = Field(3000, ge=500, description="/predict requests to the shadowed "
+                                 "champion (shadow-segment): the segment needs 400 pairs")
     canary_every: int = Field(4, ge=2, description="every n-th request goes to the canary "
                               "(4 = a 25% step)")
     min_requests: int = Field(100, ge=1, description="traffic gates of configs/canary.yaml "
