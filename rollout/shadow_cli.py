@@ -106,12 +106,6 @@ def analyze(
         frame = with_labels(frame, read_table(labels), contract.id, contract.target.column)
     judgement = judge_paired(frame, options.judge, segments=segments,
                              label="label" if "label" in frame.columns else None)
-    if options.pushgateway is not None:
-        from monitoring.push import push_metrics
-
-        push_metrics(judgement_registry(judgement, time.time(),
-                                        {"champion_version": pairs.champion_version}),
-                     SHADOW_JOB, pairs.shadow_version, options.pushgateway)
     head = (f"shadow {pairs.shadow_version} beside champion {pairs.champion_version}: "
             f"{len(pairs.frame):,} pairs since {start.isoformat(timespec='seconds')} "
             f"({pairs.skipped:,} predictions the shadow skipped)")
@@ -123,6 +117,13 @@ def analyze(
                               indent=2, default=str))
     else:
         typer.echo(f"{head}\n\n{judgement.table()}")
+    # After the table: a Pushgateway that is down leaves the verdict readable.
+    if options.pushgateway is not None:
+        from monitoring.push import push_metrics
+
+        push_metrics(judgement_registry(judgement, time.time(),
+                                        {"champion_version": pairs.champion_version}),
+                     SHADOW_JOB, pairs.shadow_version, options.pushgateway)
     raise typer.Exit(judgement.exit_code)
 
 

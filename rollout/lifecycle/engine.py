@@ -163,6 +163,9 @@ class Lifecycle:
                 outcome.state = self._complete(self._claim(state, intent.action,
                                                            **intent.args), resumed=True)
                 outcome.moved.append(f"{state.phase} -> {outcome.state.phase} (resumed)")
+                if outcome.state.paused:  # finished what was started; no further while paused
+                    outcome.waiting = f"paused: {outcome.state.paused_reason}"
+                    return outcome
             while True:
                 before = outcome.state.phase
                 outcome.state, waiting = self._advance(outcome.state)
@@ -308,8 +311,12 @@ class Lifecycle:
         return state, f"shadow: inconclusive ({judged.summary})"
 
     def _judge_canary(self, state: LifecycleState) -> tuple[LifecycleState, str]:
-        judged = self.world.judge_canary(state)
         weight = self.steps[state.canary_step]
+        elapsed = utc_now() - datetime.fromisoformat(state.entered_at)
+        if elapsed < timedelta(minutes=self.config.canary.min_minutes):
+            return state, (f"canary at {weight}%: judged after {self.config.canary.min_minutes:g}"
+                           f" minutes at this step ({elapsed.total_seconds() / 60:.0f} so far)")
+        judged = self.world.judge_canary(state)
         evidence = {"judgement": judged.evidence, "step": weight, "look": state.looks + 1}
         if judged.verdict == "fail":
             return self._act(state, "reject", f"canary judged fail at {weight}%: "

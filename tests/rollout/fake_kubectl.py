@@ -81,6 +81,20 @@ def main(argv: list[str]) -> None:
     while argv and argv[0] in ("--context", "--namespace"):
         argv = argv[2:]
     verb, rest = argv[0], argv[1:]
+    # Fault injection: verbs listed in forbidden.json are refused, as RBAC would.
+    forbidden = json.loads((STATE / "forbidden.json").read_text()) \
+        if (STATE / "forbidden.json").exists() else []
+    if verb in forbidden:
+        sys.exit(f'Error from server (Forbidden): the server does not allow "{verb}"')
+    if verb == "create" and rest[0] == "configmap":
+        name = rest[1]
+        if path_of("ConfigMap", name).exists():
+            sys.exit(f'Error from server (AlreadyExists): configmaps "{name}" already exists')
+        data = dict(pair.removeprefix("--from-literal=").split("=", 1) for pair in rest[2:])
+        save({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name},
+              "data": data})
+        print(f"configmap/{name} created")
+        return
     if verb == "get":
         kind, name = rest[0], rest[1]
         print(json.dumps(load(kind, name)))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -59,6 +60,7 @@ class ScriptedWorld:
         return Judged(verdict, f"shadow {verdict}", {"table": "..."})
 
     def judge_canary(self, state: LifecycleState) -> Judged:
+        self.calls.append(f"judge_canary {state.canary_step}")
         verdict = self.canary.pop(0) if self.canary else "inconclusive"
         return Judged(verdict, f"canary {verdict}", {"table": "..."})
 
@@ -99,7 +101,8 @@ class RecordingPlatform:
 
 
 def lifecycle(tmp_path: Path, world=None, platform=None, **config) -> Lifecycle:
-    settings = LifecycleConfig(**{"shadow": {"min_minutes": 0}, **config})
+    settings = LifecycleConfig(**{"shadow": {"min_minutes": 0}, "canary": {"min_minutes": 0},
+                                  **config})
     return Lifecycle(settings, FileStateStore(tmp_path / "state.json"), world or ScriptedWorld(),
                      platform or RecordingPlatform(), STEPS)
 
@@ -162,7 +165,8 @@ def test_a_challenger_failing_the_gate_shadow_or_canary_never_reaches_customers(
 
 
 def test_an_undecidable_canary_is_rejected_after_its_looks(tmp_path: Path) -> None:
-    loop = lifecycle(tmp_path, ScriptedWorld(canary=[]), canary={"max_looks_per_step": 3})
+    loop = lifecycle(tmp_path, ScriptedWorld(canary=[]), canary={"max_looks_per_step": 3,
+                                                                  "min_minutes": 0})
     outcomes = [loop.step() for _ in range(3)]
     assert [o.state.looks for o in outcomes[:2]] == [1, 2]
     assert "inconclusive" in outcomes[0].waiting
@@ -248,3 +252,64 @@ def test_the_file_store_refuses_a_stale_write(tmp_path: Path) -> None:
     store.write(read)
     with pytest.raises(Conflict, match="generation 1, not 0"):
         store.write(read)
+
+
+def test_each_canary_step_is_judged_only_on_its_own_traffic(tmp_path: Path) -> None:
+    """With canary.min_minutes, a step just started is not judged (the analysis window still
+    holds the step before's traffic): the loop waits, and judges once the step has served."""
+    loop = lifecycle(tmp_path, canary={"min_minutes": 10})
+    first = loop.step()
+    assert first.state.phase is Phase.CANARY and first.state.canary_step == 0
+    assert "judged after 10 minutes at this step" in first.waiting
+    assert not [c for c in loop.world.calls if c.startswith("judge_canary")]
+    store = loop.store
+    state = store.read()
+    earlier = (datetime.now(UTC) - timedelta(minutes=11)).isoformat(timespec="seconds")
+    store.write(state.model_copy(update={"entered_at": earlier}))
+    second = loop.step()
+    assert second.state.canary_step == 1 and loop.platform.edits[-1] == "step_canary 25"
+    assert "judged after 10 minutes" in second.waiting  # the new step waits again
+
+
+def test_a_paused_lifecycle_finishes_the_interrupted_action_and_goes_no_further(
+        tmp_path: Path) -> None:
+    store = FileStateStore(tmp_path / "state.json")
+    state = store.write(LifecycleState(phase=Phase.CANARY, cycle=1, champion="churn:v0",
+                                       challenger="churn:c1", canary_step=0, paused=True,
+                                       paused_reason="freeze"))
+    dead = Intent(action="step_canary", owner="dead-pod:7", started_at=stamp(),
+                  lease_until=lease_until(-1), args={"reason": "canary passed at 5%",
+                                                     "evidence": {}, "step": 1})
+    store.write(state.model_copy(update={"intent": dead}))
+    loop = lifecycle(tmp_path, ScriptedWorld(canary=["pass", "pass"]))
+    outcome = loop.step()
+    assert outcome.moved == ["canary -> canary (resumed)"]
+    assert outcome.waiting == "paused: freeze"
+    assert loop.platform.edits == ["step_canary 25"]  # finished, not continued
+
+
+@pytest.mark.integration
+def test_the_configmap_store_creates_then_writes_only_over_what_it_read(cluster: Path) -> None:
+    """Against the stand-in API server with the real kubectl's JSON patch (its ``test``
+    operation is what makes the write conditional)."""
+    import json
+
+    from rollout import kubectl as k
+    from rollout.config import CanaryConfig
+    from rollout.lifecycle.state import ConfigMapStateStore
+
+    config = CanaryConfig()
+    config.kubernetes.kubectl = str(cluster.parent / "kubectl")
+    store = ConfigMapStateStore(k.Kubectl(config.kubernetes), "churn-lifecycle")
+    assert store.read().generation == 0  # none yet: a fresh state
+    first = store.write(store.read().moved(Phase.RETRAINING, "drift", cycle=1))
+    assert first.generation == 1 and store.read().phase is Phase.RETRAINING
+    stale = store.read()
+    store.write(stale.moved(Phase.CHALLENGER, "gated"))
+    with pytest.raises(Conflict, match="generation 1, now 2"):
+        store.write(stale.moved(Phase.REJECTED, "a second step, on what it read before"))
+    assert store.read().phase is Phase.CHALLENGER
+    # Any other refusal is an error to see, not "busy".
+    (cluster / "forbidden.json").write_text(json.dumps(["patch"]))
+    with pytest.raises(k.KubectlError, match="Forbidden"):
+        store.write(store.read().moved(Phase.SHADOW, "start"))
