@@ -12,7 +12,13 @@ import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from drill import canary_faults, monitoring_faults, serving_faults, training_faults
+from drill import (
+    canary_faults,
+    lifecycle_faults,
+    monitoring_faults,
+    serving_faults,
+    training_faults,
+)
 from drill.report import DrillReport
 from drill.scenario import Finding, Scenario, ScenarioResult
 from drill.system import REPO, DrillSystem
@@ -26,6 +32,7 @@ SCENARIOS: list[Scenario] = [
     *serving_faults.SCENARIOS,
     *monitoring_faults.SCENARIOS,
     *canary_faults.SCENARIOS,
+    *lifecycle_faults.SCENARIOS,
 ]
 GROUPS = ("training", "serving", "monitoring", "canary")
 
