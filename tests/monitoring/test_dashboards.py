@@ -62,10 +62,11 @@ def substitute(expr: str, dashboard: dict) -> str:
 
 
 def test_dashboards_have_fixed_uids_and_use_the_provisioned_datasource() -> None:
-    assert [p.name for p in DASHBOARDS] == ["drift.json", "model.json", "service.json"]
+    assert [p.name for p in DASHBOARDS] == ["drift.json", "model.json", "rollout.json",
+                                            "service.json"]
     (datasource,) = yaml.safe_load(DATASOURCE.read_text())["datasources"]
     uids = [load(path)["uid"] for path in DASHBOARDS]
-    assert uids == ["churn-drift", "churn-model", "churn-service"]
+    assert uids == ["churn-drift", "churn-model", "churn-rollout", "churn-service"]
     for path in DASHBOARDS:
         dashboard = load(path)
         for panel in panels(dashboard):
@@ -84,19 +85,36 @@ def test_dashboards_have_fixed_uids_and_use_the_provisioned_datasource() -> None
 SERVED_SERIES = re.compile(r"\b(bentoml_service_\w+|churn_(?:requests_total|request_duration_\w+"
                            r"|predictions_total|prediction_probability_(?:bucket|sum|count)"
                            r"|validation_failures_total|unseen_categories_total|model_info"
-                           r"|model_test_roc_auc|inference_log_\w+|batches_total|batch_\w+)"
+                           r"|model_test_roc_auc|inference_log_\w+|batches_total|batch_\w+"
+                           r"|shadow_\w+)"
                            r"|track_model_version:\S+?)"
                            r"(\{[^}]*\})?[\[)\s]")
 
 
-def test_service_and_model_panels_follow_the_track_selector() -> None:
-    for name in ("service.json", "model.json"):
+def test_service_model_and_rollout_panels_follow_the_track_selector() -> None:
+    for name in ("service.json", "model.json", "rollout.json"):
         dashboard = load(REPO / "grafana" / "dashboards" / name)
         assert "track" in [v["name"] for v in dashboard["templating"]["list"]], name
         for panel in panels(dashboard):
             for target in panel["targets"]:
                 for metric, selector in SERVED_SERIES.findall(target["expr"] + " "):
                     assert 'track=~"$track"' in selector, f"{name} / {panel['title']}: {metric}"
+
+
+def test_the_rollout_dashboard_names_the_lifecycle_phases_as_pushed() -> None:
+    """churn_lifecycle_state is a phase's number (rollout/lifecycle/state.py, PHASE_CODES):
+    the panels' value mappings must name each number as the lifecycle does."""
+    from rollout.lifecycle.state import PHASE_CODES
+
+    dashboard = load(REPO / "grafana" / "dashboards" / "rollout.json")
+    phase_panels = [panel for panel in panels(dashboard)
+                    if any("churn_lifecycle_state" in t["expr"] for t in panel["targets"])]
+    assert phase_panels
+    for panel in phase_panels:
+        (mapping,) = panel["fieldConfig"]["defaults"]["mappings"]
+        named = {int(code): option["text"] for code, option in mapping["options"].items()}
+        assert named == {code: phase.value for phase, code in PHASE_CODES.items()}, \
+            panel["title"]
 
 
 # ------------------------------------------------------------------ the real stack
@@ -122,8 +140,10 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def service_url(trained_entry, workdir: Path) -> Iterator[str]:
     """`bentoml serve` of the trained entry (pinned, so other tests' champions don't matter),
-    logging inferences to ``workdir/inference_log``."""
-    server = start_server(SERVICE, workdir, extra={"model_tag": trained_entry.tag},
+    with the same entry as its shadow (the Rollout dashboard's role="shadow" series and the
+    pairs `churn shadow analyze` judges), logging inferences to ``workdir/inference_log``."""
+    server = start_server(SERVICE, workdir, extra={"model_tag": trained_entry.tag,
+                                                   "shadow": {"model_tag": trained_entry.tag}},
                           flush_seconds=0.2, timeout=180)
     try:
         yield server.url
@@ -161,7 +181,8 @@ def wait_for(stack: RunningStack, exprs: list[str], timeout: float = 45) -> None
 @pytest.fixture(scope="module")
 def monitored(trained_entry, contract, service_url: str, stack: RunningStack,
               workdir: Path) -> RunningStack:
-    """Traffic through the service, then drift, performance and retrain-check runs."""
+    """Traffic through the service, then drift, performance, retrain-check and shadow-judge
+    runs, and a lifecycle state pushed as `churn lifecycle step` pushes it."""
     from kernel.inference_log import read_inference_log
     from training.generate import GeneratorConfig, generate_customers
 
@@ -211,15 +232,58 @@ def monitored(trained_entry, contract, service_url: str, stack: RunningStack,
     drift = churn("drift", "--model", trained_entry.tag, "--current", str(current_csv), *common)
     performance = churn("performance", "--labels", str(labels_csv), "--inference-log",
                         str(workdir / "inference_log"), *common)
+    shadow = churn("shadow", "analyze", "--window", "1h", "--inference-log",
+                   str(workdir / "inference_log"), "--pushgateway", stack.pushgateway_url)
+    push_lifecycle_state(trained_entry.tag, stack.pushgateway_url)
+    push_canary_judgement(workdir / "inference_log", stack.pushgateway_url)
     finish(drift)
     finish(performance)
+    finish(shadow, expect=SHADOW_VERDICT)
     finish(churn("retrain-check", "--model", trained_entry.tag, *common), expect=10)
 
     wait_for(stack, ["churn_drift_share", "churn_measured_roc_auc", "churn_retrain_recommended",
                      "churn_predictions_total", "churn_validation_failures_total",
                      "churn:service_errors:ratio_rate5m",
-                     "churn:predict_latency_seconds:p99_rate5m"])
+                     "churn:predict_latency_seconds:p99_rate5m",
+                     'churn_predictions_total{role="shadow"}', "churn_lifecycle_state",
+                     'churn_judge_verdict{job="churn_shadow_judge"}',
+                     'churn_judge_verdict{job="churn_canary_judge"}'])
     return stack
+
+
+# The shadow is the champion itself: every pair agrees, so the judgement passes (exit 0).
+SHADOW_VERDICT = 0
+
+
+def push_canary_judgement(log_dir: Path, pushgateway: str) -> None:
+    """A canary at its first step: the logged predictions split into two tracks of 230, too
+    few to decide (inconclusive, so the predictions it needs are pushed), judged and pushed
+    as `churn canary analyze` does (rollout.measure.push)."""
+    import time as clock
+
+    from kernel.inference_log import read_inference_log
+    from monitoring.config import PushgatewaySettings
+    from monitoring.judge import CANARY_JOB, JudgeConfig, judge_unpaired, judgement_registry
+    from monitoring.push import push_metrics
+
+    records = read_inference_log(log_dir)
+    half = len(records) // 2
+    judgement = judge_unpaired(records.iloc[:half], records.iloc[half:], JudgeConfig())
+    assert judgement.verdict == "inconclusive" and judgement.needed_predictions, judgement
+    version = str(records["model_version"].iloc[0])
+    push_metrics(judgement_registry(judgement, clock.time(), {"stable_version": version}),
+                 CANARY_JOB, version, PushgatewaySettings(url=pushgateway))
+
+
+def push_lifecycle_state(tag: str, pushgateway: str) -> None:
+    """A challenger awaiting approval, pushed by the lifecycle's own ``_push_state``."""
+    from rollout.cli_options import JudgeOptions
+    from rollout.lifecycle.cli import _push_state
+    from rollout.lifecycle.state import LifecycleState, Phase
+
+    state = LifecycleState(phase=Phase.AWAITING_APPROVAL, cycle=1, champion=tag,
+                           challenger=tag)
+    _push_state(state, JudgeOptions.resolve(None, None, pushgateway, no_push=False))
 
 
 def all_targets() -> list[tuple[str, str, str, str]]:

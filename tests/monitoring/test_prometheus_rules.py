@@ -15,7 +15,8 @@ RULE_TESTS = PROMETHEUS_DIR / "rules.test.yml"
 REQUIRED_ALERTS = {
     "ChurnDriftDetected", "ChurnFeaturePSIHigh", "ChurnDriftJobStale", "ChurnPerformanceDrop",
     "ChurnServiceErrorRate", "ChurnServiceLatencyP99", "ChurnNoPredictions",
-    "ChurnRetrainRecommended",
+    "ChurnRetrainRecommended", "ChurnShadowSkipping", "ChurnChallengerAwaitingApproval",
+    "ChurnLifecycleStuck",
 }
 
 
@@ -79,3 +80,16 @@ def test_alert_thresholds_match_the_monitoring_config() -> None:
     expressions = {rule["alert"]: rule["expr"] for rule in alert_rules()}
     assert f"> {settings.drift.psi_drift}" in expressions["ChurnFeaturePSIHigh"]
     assert f"- {settings.retrain.performance_margin})" in expressions["ChurnPerformanceDrop"]
+
+
+def test_a_lifecycle_phase_is_stuck_only_after_the_longest_it_may_last() -> None:
+    """A shadow still undecided after shadow.max_hours (configs/lifecycle.yaml) is rejected at
+    the next step, 15 minutes later: ChurnLifecycleStuck must wait longer than that."""
+    from rollout.config import duration_seconds
+    from rollout.lifecycle.state import LifecycleConfig
+
+    settings = LifecycleConfig.from_yaml(PROMETHEUS_DIR.parents[1] / "configs" / "lifecycle.yaml")
+    (phase_rule,) = [rule for rule in alert_rules() if rule["alert"] == "ChurnLifecycleStuck"
+                     and rule["labels"]["cause"] == "phase"]
+    step_seconds = 15 * 60  # k8s/base/cronjob-lifecycle.yaml: */15
+    assert duration_seconds(phase_rule["for"]) > settings.shadow.max_hours * 3600 + step_seconds
