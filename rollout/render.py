@@ -7,7 +7,7 @@ spec (its inference-log volume, Pushgateway address and security profile: copied
 k8s/overlays/argo-rollouts/rollout/kustomization.yaml). A pass completes the Job (Successful);
 a fail, or a canary still undecided after ``analysis.wait``, fails it: the Rollout aborts, as
 ``churn canary run`` aborts an analysis that stays inconclusive. The rules group records the
-probability bins (the dashboards' canary rows) and alerts on the judgement the judge pushed.
+probability bins (the dashboards read them) and alerts on the judgement the judge pushed.
 Both are checked against a fresh rendering by the tests; ``churn canary render`` rewrites them.
 """
 
@@ -121,7 +121,7 @@ def rules_group(config: CanaryConfig) -> dict:
                 "The canary judge (churn canary analyze) failed model {{ $labels.model_version }} "
                 "against stable {{ $labels.stable_version }}, and the canary still serves it "
                 "after " + FAILING_FOR + ": abort it (churn canary abort) unless the change is "
-                "intended; the failing checks are on the Service dashboard's canary row."),
+                "intended; the failing checks are on the Rollout dashboard's judgement rows."),
         },
     })
     return {"name": RULES_GROUP, "rules": rules}

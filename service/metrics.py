@@ -93,6 +93,8 @@ class ServiceMetrics:
         for level, count in zip(levels, counts, strict=True):
             self._child(self.predictions, str(level), version, role).inc(int(count))
         observe_many(self._child(self.probability, version, role), probability)
+        if role != "champion":  # the same customers' categories: counted once, as served
+            return
         for flagged in unseen:
             for feature in flagged:
                 self.unseen_categories.labels(feature=feature, model_version=version).inc()

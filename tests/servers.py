@@ -73,10 +73,10 @@ def start_server(target: str, tmp: Path, workers: int = 2, extra: dict | None = 
 
 
 def serve_model(tag: str, folder: Path, track: str, log_dir: Path, port: int | None = None,
-                env: dict[str, str] | None = None) -> Server:
+                env: dict[str, str] | None = None, store: Path | None = None) -> Server:
     """`bentoml serve` of one model named by CHURN_MODEL_TAG, as a pod names it (one worker:
     CPU is scarce), writing its inference log to the shared ``log_dir`` with its track;
-    ``env`` on top (e.g. CHURN_SHADOW_MODEL_TAG)."""
+    ``env`` on top (e.g. CHURN_SHADOW_MODEL_TAG); ``store``: another BentoML home's models."""
     folder.mkdir(parents=True, exist_ok=True)
     config = folder / "service.yaml"
     config.write_text(yaml.safe_dump({"workers": 1, "inference_log": {
@@ -88,7 +88,7 @@ def serve_model(tag: str, folder: Path, track: str, log_dir: Path, port: int | N
     # has a home of its own). So each gets a home whose models/ is the session's model store.
     home = folder / "bentoml_home"
     home.mkdir()
-    (home / "models").symlink_to(Path(os.environ["BENTOML_HOME"]) / "models")
+    (home / "models").symlink_to((store or Path(os.environ["BENTOML_HOME"])) / "models")
     env = {**os.environ, "CHURN_SERVICE_CONFIG": str(config), "CHURN_MODEL_TAG": tag,
            "BENTOML_HOME": str(home), "CHURN_TRACK": track, **(env or {})}
     process = start_process(
