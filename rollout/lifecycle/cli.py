@@ -62,6 +62,14 @@ def _lifecycle(lifecycle_config: Path | None, state: str | None, config: Path | 
         settings = settings.model_copy(update={"state": state})
     canary_config = load_config(config, kubectl, context, namespace, prometheus)
     judge = JudgeOptions.resolve(inference_log, judge_config, pushgateway, no_push)
+    analysed = [weight for weight in canary_config.run.steps if weight < 100]
+    if judge.judge.unpaired.planned_samples < len(analysed):
+        from rollout.lifecycle.state import LifecycleError
+
+        raise LifecycleError(
+            f"the canary judges {len(analysed)} steps ({analysed}) but the judge config plans "
+            f"{judge.judge.unpaired.planned_samples} samples: set unpaired.planned_samples to "
+            f"{len(analysed)} (its false-failure budget is split over them)")
     from rollout.kubectl import Kubectl
 
     runner = Kubectl(canary_config.kubernetes, echo=typer.echo)

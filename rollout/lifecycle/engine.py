@@ -13,6 +13,7 @@ the state and what the judges say (``advance``); what they change in the world g
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -63,7 +64,7 @@ class World(Protocol):
 
     def retrain_recommended(self) -> Judged: ...
 
-    def train_challenger(self, cycle: int) -> Trained: ...
+    def train_challenger(self, cycle: int, key: str) -> Trained: ...
 
     def reject_challenger(self, tag: str, reason: str) -> None: ...
 
@@ -203,11 +204,13 @@ class Lifecycle:
         platform = self.platform
         if action == "retrain":
             return self._save(state.moved(Phase.RETRAINING, reason, evidence,
-                                          cycle=args["cycle"], champion=platform.champion(),
+                                          cycle=args["cycle"],
+                                          cycle_id=args.get("cycle_id", ""),
+                                          champion=platform.champion(),
                                           challenger=None, canary_step=0))
         if action == "train":
             with self._renewing(state) as renewer:
-                trained = self.world.train_challenger(state.cycle)
+                trained = self.world.train_challenger(state.cycle, state.cycle_key)
             state = renewer.state
             if trained.tag is None or not trained.passed:
                 if trained.tag:
@@ -258,7 +261,8 @@ class Lifecycle:
             if judged.verdict != "fail":  # "fail": the current champion needs replacing
                 return state, f"idle: {judged.summary}"
             return self._act(state, "retrain", f"retraining recommended: {judged.summary}",
-                             judged.evidence, cycle=state.cycle + 1), ""
+                             judged.evidence, cycle=state.cycle + 1,
+                             cycle_id=secrets.token_hex(4)), ""
         if phase is Phase.RETRAINING:
             return self._act(state, "train", "train a challenger"), ""
         if phase is Phase.CHALLENGER:

@@ -93,6 +93,9 @@ class Intent(_Section):
 class LifecycleState(_Section):
     phase: Phase = Phase.IDLE
     cycle: int = 0  # one cycle per retraining: idle -> ... -> promoted / rejected
+    # Random per cycle: the store label that ties a challenger to its cycle is "<cycle>-<id>",
+    # so a state reset (cycle numbers from 1 again) never adopts an older loop's model.
+    cycle_id: str = ""
     champion: str | None = None
     challenger: str | None = None
     canary_step: int = 0  # index into the canary's steps
@@ -103,6 +106,10 @@ class LifecycleState(_Section):
     intent: Intent | None = None
     generation: int = 0  # every write adds one: the compare-and-swap token
     history: list[Transition] = []
+
+    @property
+    def cycle_key(self) -> str:
+        return f"{self.cycle}-{self.cycle_id}" if self.cycle_id else str(self.cycle)
 
     def moved(self, target: Phase, reason: str, evidence: dict[str, Any] | None = None,
               **changes: Any) -> LifecycleState:
@@ -214,8 +221,13 @@ class LifecycleConfig(JobConfig):
         "with a password belongs in the environment)")
     gate: Literal["non_inferior", "better"] = Field(
         "non_inferior", description="non_inferior: the challenger's score on its test rows may "
-        "be at most promotion_margin below the champion's there (shadow and canary judge it "
-        "next); better: it must beat the champion by promotion_margin, as `churn train` does")
+        "be at most non_inferiority_margin below the champion's there (shadow and canary judge "
+        "it next); better: it must beat the champion by promotion_margin, as `churn train` does")
+    non_inferiority_margin: float = Field(
+        0.01, ge=0, lt=0.1, description="how far below the champion's test score a challenger "
+        "may be: a model retrained on another sample of the same population differs by more "
+        "than train.yaml's promotion_margin (0.002) by chance (measured: -0.0021 on 4,000 "
+        "rows); 0.01 is the shadow judge's ROC-AUC tolerance (configs/judge.yaml)")
     cooldown_hours: float = Field(
         24, ge=0, description="after a rejected challenger, the next retraining waits this "
         "long: the same data would likely give the same challenger, and each retraining costs")

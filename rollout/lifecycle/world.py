@@ -59,10 +59,11 @@ class ChurnWorld:
                                  "trained on")
         return source
 
-    def train_challenger(self, cycle: int) -> Trained:
+    def train_challenger(self, cycle: int, key: str) -> Trained:
         """Train on the configured table with the champion's contract, register the model as
-        a challenger tied to ``cycle`` (an existing one of this cycle is adopted: a resumed
-        step), and gate it as configured. Training itself never promotes it."""
+        a challenger labelled with ``key`` (the cycle's number and random id; one already
+        labelled so is adopted: a resumed step), and gate it as configured. Training itself
+        never promotes it."""
         from kernel.adapters.bentoml_internals import relabel_model
         from kernel.store import list_entries, resolve_entry
         from training.config import TrainConfig
@@ -71,7 +72,7 @@ class ChurnWorld:
         champion = resolve_entry(None, dataset=self.dataset)
         contract = champion.contract
         adopted = [e for e in list_entries(contract.name)
-                   if e.labels.get(CYCLE_LABEL) == str(cycle)]
+                   if e.labels.get(CYCLE_LABEL) == key]
         if adopted:
             entry = adopted[0]
             # The gate's outcome is labelled with the cycle, in one write: an entry without it
@@ -83,14 +84,15 @@ class ChurnWorld:
             return Trained(entry.tag, passed, f"adopted {entry.tag} ({entry.metadata.decision})",
                            {"metrics": entry.metadata.metrics.model_dump()})
         config = TrainConfig.locate(self.train_config_path)
-        margin = config.promotion_margin
+        margin = (config.promotion_margin if self.config.gate == "better"
+                  else self.config.non_inferiority_margin)
         gating = config if self.config.gate == "better" else config.model_copy(
             update={"promotion_margin": -margin})
         challenger = evaluate_challenger(self.training_data(), contract, gating)
         registration = register_challenger(challenger, contract, config, self.home)
         gate = challenger.gate
         relabel_model(registration.model_tag, {
-            CYCLE_LABEL: str(cycle), GATE_LABEL: "pass" if gate.promote else "fail"}, {})
+            CYCLE_LABEL: key, GATE_LABEL: "pass" if gate.promote else "fail"}, {})
         metric = config.selection_metric
         if self.config.gate == "better" or gate.champion_score is None:
             reason = gate.reason

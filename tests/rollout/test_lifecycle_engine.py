@@ -44,7 +44,7 @@ class ScriptedWorld:
         self.calls.append("retrain_check")
         return Judged("fail" if self.retrain else "pass", "drift in 4 of 12 features")
 
-    def train_challenger(self, cycle: int) -> Trained:
+    def train_challenger(self, cycle: int, key: str = "") -> Trained:
         self.calls.append(f"train {cycle}")
         time.sleep(self.train_seconds)
         return self.trained
