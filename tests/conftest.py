@@ -22,22 +22,37 @@ CONTRACT_PATH = REPO / "configs" / "streaming_churn.contract.yaml"
 CHURN = str(REPO / ".venv" / "bin" / "churn")
 
 
-@pytest.fixture(autouse=True)
-def _churn_logging_restored():
-    """The service's JSON logging stops ``churn.*`` records from propagating (they have their
-    own handler), and a library's ``logging.config.dictConfig`` (BentoML's, alembic's) disables
-    every logger that exists by then: a test that runs either in-process must not hide
-    ``churn.*`` records from later tests' caplog."""
+def _churn_logging_state() -> tuple:
     import logging
 
     logger = logging.getLogger("churn")
-    saved = (list(logger.handlers), logger.propagate, logger.level)
+    return list(logger.handlers), logger.propagate, logger.level
+
+
+_PRISTINE_LOGGING = _churn_logging_state()
+
+
+@pytest.fixture(autouse=True)
+def _churn_logging_restored():
+    """Every test starts and ends with ``churn.*`` logging as the session began. The service's
+    JSON logging (``ChurnService.__init__``, run by module and session fixtures too) stops
+    ``churn.*`` records from propagating, and a library's ``logging.config.dictConfig``
+    (BentoML's) disables every logger that exists by then: either would hide later tests'
+    records from caplog."""
+    import logging
+
+    def restore() -> None:
+        logger = logging.getLogger("churn")
+        handlers, propagate, level = _PRISTINE_LOGGING
+        logger.handlers[:], logger.propagate = handlers, propagate
+        logger.setLevel(level)
+        for name, each in list(logging.Logger.manager.loggerDict.items()):
+            if name.startswith("churn") and isinstance(each, logging.Logger):
+                each.disabled = False
+
+    restore()
     yield
-    logger.handlers[:], logger.propagate, logger.level = saved[0], saved[1], saved[2]
-    logger.setLevel(saved[2])
-    for name, each in list(logging.Logger.manager.loggerDict.items()):
-        if name.startswith("churn.") and isinstance(each, logging.Logger):
-            each.disabled = False
+    restore()
 
 
 @pytest.fixture(scope="session")

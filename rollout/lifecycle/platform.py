@@ -3,7 +3,8 @@
 ``KubernetesPlatform`` makes exactly the calls `churn shadow` and `churn canary` make (it drives
 ``rollout.shadow.Shadow`` and ``rollout.canary.Canary``: the same kubectl argument lists, the
 same recorded decisions), plus one annotation per transition on stable
-(``churn-serve/lifecycle-decision`` holding the phase, ``-reason``, ``-updated``). ``LocalPlatform`` runs the same
+(``churn-serve/lifecycle-decision`` holding the phase, ``-reason``, ``-updated``).
+``LocalPlatform`` runs the same
 loop against `bentoml serve` processes on this machine, as the drill does: stable on one port
 (restarted with ``CHURN_SHADOW_MODEL_TAG`` for a shadow, with the new model on promotion), a
 canary on another; the share of traffic is the clients' to split (there is no load balancer).

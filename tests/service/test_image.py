@@ -100,6 +100,9 @@ def podman_run_args(pod: dict, image: str, name: str, volumes: dict[str, Path],
             value = variable["value"]
         elif source.get("fieldRef", {}).get("fieldPath") == "metadata.name":
             value = name  # the downward API's pod name
+        elif variable["name"] not in env_from and any(
+                ref.get("optional") for ref in source.values() if isinstance(ref, dict)):
+            continue  # an optional key that is absent: Kubernetes sets nothing
         else:
             value = env_from[variable["name"]]  # a ConfigMap or Secret key: the test's value
         args += ["--env", f"{variable['name']}={value}"]
