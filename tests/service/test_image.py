@@ -52,14 +52,15 @@ def podman(*args: str, timeout: float = 120, check: bool = True) -> subprocess.C
 
 
 def rendered_pod(kind: str, name: str) -> dict:
-    """The pod spec of a Deployment or CronJob of the rendered dev overlay."""
+    """The pod spec of a Deployment or CronJob of the rendered dev overlay, with the pod's
+    labels under ``metadata`` (the downward API reads them)."""
     from tests.k8s.conftest import render
 
     (owner,) = [o for o in render(DEV_OVERLAY)
                 if o["kind"] == kind and o["metadata"]["name"] == name]
-    if kind == "CronJob":
-        return owner["spec"]["jobTemplate"]["spec"]["template"]["spec"]
-    return owner["spec"]["template"]["spec"]
+    template = (owner["spec"]["jobTemplate"]["spec"]["template"] if kind == "CronJob"
+                else owner["spec"]["template"])
+    return {**template["spec"], "metadata": template.get("metadata", {})}
 
 
 def _size(limit: str) -> str:
@@ -100,6 +101,10 @@ def podman_run_args(pod: dict, image: str, name: str, volumes: dict[str, Path],
             value = variable["value"]
         elif source.get("fieldRef", {}).get("fieldPath") == "metadata.name":
             value = name  # the downward API's pod name
+        elif (path := source.get("fieldRef", {}).get("fieldPath", "")).startswith(
+                "metadata.labels['"):
+            value = pod["metadata"]["labels"][path.removeprefix("metadata.labels['")
+                                              .removesuffix("']")]
         elif variable["name"] not in env_from and any(
                 ref.get("optional") for ref in source.values() if isinstance(ref, dict)):
             continue  # an optional key that is absent: Kubernetes sets nothing
