@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 VENVS = REPO / ".venv-peers"
 # What the service's scoring code imports, at the versions this environment runs.
 SHARED = ("numpy", "pandas", "scikit-learn", "scipy", "xgboost-cpu", "joblib", "pydantic",
-          "pyyaml")
+          "pyyaml", "pyarrow")
 PEERS = {
     "litserve": ["litserve>=0.2,<0.3"],
     # MLServer 1.7's workers call asyncio.get_event_loop() outside a loop: uvloop 0.22 raises.
