@@ -83,7 +83,7 @@ def test_grafana_reads_the_provisioned_datasource_and_dashboards(compose: dict) 
     dashboards = host_path(grafana, provider["options"]["path"])
     assert dashboards == REPO / "grafana" / "dashboards"
     assert sorted(p.name for p in dashboards.glob("*.json")) == [
-        "drift.json", "model.json", "service.json"]
+        "drift.json", "model.json", "rollout.json", "service.json"]
     home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
     assert host_path(grafana, home).exists()
     # Grafana's own port 3000 must not collide with the service's on the host.

@@ -127,9 +127,11 @@ def churn(*args: str) -> subprocess.Popen:
                             env=os.environ.copy())
 
 
-def finish(process: subprocess.Popen, expect: int = 0) -> None:
+def finish(process: subprocess.Popen, expect: int | set[int] = 0) -> None:
     output, _ = process.communicate(timeout=180)
-    assert process.returncode == expect, f"{process.args[3:]}: exit {process.returncode}\n{output}"
+    expected = expect if isinstance(expect, set) else {expect}
+    assert process.returncode in expected, \
+        f"{process.args[3:]}: exit {process.returncode}\n{output}"
 
 
 @pytest.fixture(scope="module")
@@ -251,8 +253,9 @@ def monitored(trained_entry, contract, service_url: str, stack: RunningStack,
     return stack
 
 
-# The shadow is the champion itself: every pair agrees, so the judgement passes (exit 0).
-SHADOW_VERDICT = 0
+# The shadow is the champion itself: every pair agrees. Pass (0), or inconclusive (3) while no
+# segment has the 400 pairs its rank check needs; the judgement is pushed either way.
+SHADOW_VERDICT = {0, 3}
 
 
 def push_canary_judgement(log_dir: Path, pushgateway: str) -> None:
