@@ -45,6 +45,11 @@ def run_benchmark(name: str, doc: str | None,
     arguments(parser)
     args = parser.parse_args()
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+    # The store `churn` uses (./.churn unless CHURN_HOME or BENTOML_HOME say otherwise), set
+    # before anything imports bentoml, which reads it once: `make bench` and a bare
+    # `python -m bench.<name>` find the same champion.
+    home = Path(os.environ.get("CHURN_HOME") or Path(__file__).resolve().parents[1] / ".churn")
+    os.environ.setdefault("BENTOML_HOME", str(home.resolve() / "bentoml"))
     before = machine()
     with tempfile.TemporaryDirectory(prefix=f"churn-bench-{name}-") as scratch:
         result = measure(args, Path(scratch))
