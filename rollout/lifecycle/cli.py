@@ -14,15 +14,12 @@ from typing import Annotated
 import typer
 
 from rollout.cli_options import (
-    ConfigOption,
-    ContextOption,
+    ClusterOptions,
     InferenceLogOption,
     JudgeConfigOption,
-    KubectlOption,
-    NamespaceOption,
     NoPushOption,
-    PrometheusOption,
     PushgatewayOption,
+    cluster_command,
 )
 
 app = typer.Typer(
@@ -45,49 +42,41 @@ TrainConfigOption = Annotated[Path | None, typer.Option(
 REASON_HELP = "Why, for the record (the transition and the decision log)."
 
 
-def _lifecycle(lifecycle_config: Path | None, state: str | None, config: Path | None,
-               kubectl: str | None, context: str | None, namespace: str | None,
-               prometheus: str | None = None, inference_log: Path | None = None,
-               judge_config: Path | None = None, pushgateway: str | None = None,
-               no_push: bool = True, local: bool = False,
+def _lifecycle(cluster, lifecycle_config: Path | None, state: str | None,
+               inference_log: Path | None = None, judge_config: Path | None = None,
+               pushgateway: str | None = None, no_push: bool = True, local: bool = False,
                monitoring_config: Path | None = None, train_config: Path | None = None):
-    """The engine wired to this cluster (or local servers), its store and its world."""
+    """The engine wired to this cluster (``cluster``: the shared options' ClusterOptions) or
+    to local servers, its store and its world."""
     from kernel.paths import churn_home
-    from rollout.cli_options import JudgeOptions, load_config
+    from rollout.cli_options import JudgeOptions
+    from rollout.kubectl import Kubectl
     from rollout.lifecycle.engine import Lifecycle
-    from rollout.lifecycle.state import ConfigMapStateStore, FileStateStore, LifecycleConfig
+    from rollout.lifecycle.platform import KubernetesPlatform
+    from rollout.lifecycle.state import (
+        ConfigMapStateStore,
+        FileStateStore,
+        LifecycleConfig,
+        LifecycleError,
+    )
 
     settings = LifecycleConfig.locate(lifecycle_config)
     if state:
         settings = settings.model_copy(update={"state": state})
-    canary_config = load_config(config, kubectl, context, namespace, prometheus)
+    canary_config = cluster.config
     judge = JudgeOptions.resolve(inference_log, judge_config, pushgateway, no_push)
     analysed = [weight for weight in canary_config.run.steps if weight < 100]
     if judge.judge.unpaired.planned_samples < len(analysed):
-        from rollout.lifecycle.state import LifecycleError
-
         raise LifecycleError(
             f"the canary judges {len(analysed)} steps ({analysed}) but the judge config plans "
             f"{judge.judge.unpaired.planned_samples} samples: set unpaired.planned_samples to "
             f"{len(analysed)} (its false-failure budget is split over them)")
-    from rollout.kubectl import Kubectl
-
-    runner = Kubectl(canary_config.kubernetes, echo=typer.echo)
-    store = (ConfigMapStateStore(runner, settings.configmap_name)
+    store = (ConfigMapStateStore(Kubectl(canary_config.kubernetes, echo=typer.echo),
+                                 settings.configmap_name)
              if settings.state == "configmap"
              else FileStateStore(churn_home() / "lifecycle" / "state.json"))
-    if local:
-        platform = _local_platform()
-    else:
-        from rollout.canary import Canary
-        from rollout.lifecycle.platform import KubernetesPlatform
-        from rollout.shadow import Shadow
-
-        home = churn_home()
-        platform = KubernetesPlatform(
-            Canary(canary_config, runner, home / "canary" / "decisions.jsonl", typer.echo),
-            Shadow(canary_config.kubernetes, runner, home / "shadow" / "decisions.jsonl",
-                   typer.echo))
+    platform = (_local_platform() if local
+                else KubernetesPlatform(cluster.canary(), cluster.shadow()))
     world = _world(settings, canary_config, judge, monitoring_config, train_config)
     return Lifecycle(settings, store, world, platform, canary_config.run.steps,
                      on_change=lambda saved: _push_state(saved, judge))
@@ -221,18 +210,17 @@ def _show(outcome) -> None:
 
 
 @app.command()
+@cluster_command(edits=False)
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="The whole state, history "
                                           "included, as JSON.")] = False,
     lifecycle_config: LifecycleConfigOption = None,
     state: StateOption = None,
-    config: ConfigOption = None,
-    kubectl: KubectlOption = None,
-    context: ContextOption = None,
-    namespace: NamespaceOption = None,
+    *,
+    cluster: ClusterOptions,
 ) -> None:
     """Where the lifecycle is, the challenger, and every transition with its reason."""
-    lifecycle = _lifecycle(lifecycle_config, state, config, kubectl, context, namespace)
+    lifecycle = _lifecycle(cluster, lifecycle_config, state)
     current = lifecycle.status()
     if as_json:
         typer.echo(current.model_dump_json(by_alias=True, indent=2))
@@ -250,8 +238,8 @@ def status(
 
 
 @app.command()
+@cluster_command(edits=False, prometheus=True)
 def step(
-    prometheus: PrometheusOption = None,
     inference_log: InferenceLogOption = None,
     judge_config: JudgeConfigOption = None,
     pushgateway: PushgatewayOption = None,
@@ -260,17 +248,15 @@ def step(
     monitoring_config: MonitoringConfigOption = None,
     train_config: TrainConfigOption = None,
     state: StateOption = None,
-    config: ConfigOption = None,
-    kubectl: KubectlOption = None,
-    context: ContextOption = None,
-    namespace: NamespaceOption = None,
+    *,
+    cluster: ClusterOptions,
 ) -> None:
     """Advance as far as the lifecycle can without waiting (what the CronJob runs every 15
     minutes): at most one judgement per phase, every transition recorded. A second step while
     one works does nothing. Exit 1 when this step rejected a challenger."""
-    lifecycle = _lifecycle(lifecycle_config, state, config, kubectl, context, namespace,
-                           prometheus, inference_log, judge_config, pushgateway, no_push,
-                           monitoring_config=monitoring_config, train_config=train_config)
+    lifecycle = _lifecycle(cluster, lifecycle_config, state, inference_log, judge_config,
+                           pushgateway, no_push, monitoring_config=monitoring_config,
+                           train_config=train_config)
     outcome = lifecycle.step()
     _show(outcome)
     if any(move.endswith("-> rejected") for move in outcome.moved):
@@ -278,6 +264,7 @@ def step(
 
 
 @app.command()
+@cluster_command(edits=False, prometheus=True)
 def run(
     every: Annotated[float, typer.Option(
         "--every", min=1, help="Seconds between steps (the CronJob's 15 minutes is 900).")
@@ -286,7 +273,6 @@ def run(
         "--local", help="Serve locally instead of a cluster: stable on $CHURN_STABLE_PORT "
         "(3000), the canary on $CHURN_CANARY_PORT (3002), restarted as the loop needs, as "
         "the drill does; split your traffic between them yourself.")] = False,
-    prometheus: PrometheusOption = None,
     inference_log: InferenceLogOption = None,
     judge_config: JudgeConfigOption = None,
     pushgateway: PushgatewayOption = None,
@@ -295,16 +281,13 @@ def run(
     monitoring_config: MonitoringConfigOption = None,
     train_config: TrainConfigOption = None,
     state: StateOption = None,
-    config: ConfigOption = None,
-    kubectl: KubectlOption = None,
-    context: ContextOption = None,
-    namespace: NamespaceOption = None,
+    *,
+    cluster: ClusterOptions,
 ) -> None:
     """Step every --every seconds until stopped (Ctrl-C)."""
-    lifecycle = _lifecycle(lifecycle_config, state, config, kubectl, context, namespace,
-                           prometheus, inference_log, judge_config, pushgateway, no_push,
-                           local=local, monitoring_config=monitoring_config,
-                           train_config=train_config)
+    lifecycle = _lifecycle(cluster, lifecycle_config, state, inference_log, judge_config,
+                           pushgateway, no_push, local=local,
+                           monitoring_config=monitoring_config, train_config=train_config)
     if local:
         lifecycle.platform.start()
     try:
@@ -318,19 +301,18 @@ def run(
 
 
 def _decide(action: str):
+    @cluster_command(edits=False)
     def command(
         reason: Annotated[str, typer.Option("--reason", help=REASON_HELP)] = f"{action} by hand",
         lifecycle_config: LifecycleConfigOption = None,
         state: StateOption = None,
-        config: ConfigOption = None,
-        kubectl: KubectlOption = None,
-        context: ContextOption = None,
-        namespace: NamespaceOption = None,
         pushgateway: PushgatewayOption = None,
         no_push: NoPushOption = False,
+        *,
+        cluster: ClusterOptions,
     ) -> None:
-        lifecycle = _lifecycle(lifecycle_config, state, config, kubectl, context, namespace,
-                               pushgateway=pushgateway, no_push=no_push)
+        lifecycle = _lifecycle(cluster, lifecycle_config, state, pushgateway=pushgateway,
+                               no_push=no_push)
         method = getattr(lifecycle, action)
         saved = method() if action == "resume" else method(reason)
         typer.echo(json.dumps({"phase": saved.phase.value, "challenger": saved.challenger,
