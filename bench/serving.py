@@ -256,18 +256,21 @@ def bench_batch(load: Load, tmp: Path, bodies: list[dict], seconds: float) -> di
     print(f"/predict_batch body of 10,000 customers ({len(body) / 2**20:.1f} MiB): decoding "
           f"stock pydantic {out['decode_rows_s']['stock_pydantic']:,} rows/s, column-wise "
           f"{out['decode_rows_s']['column_wise']:,} rows/s", flush=True)
-    server = service_server("batch", tmp, {})
-    server.path = "/predict_batch"
-    try:
-        for clients in (1, 2):
-            result = load.run(server, [body], clients, seconds, rows_per_request=10_000)
-            out[f"clients_{clients}"] = result
-            print(f"  /predict_batch {clients} client(s): {result['rows_s']:>9,} rows/s  "
-                  f"p50 {result['p50_ms']:.0f} ms  p99 {result['p99_ms']:.0f} ms  "
-                  f"cpu {result['cpu_ms_per_request']:.0f} ms/req  errors {result['errors']}",
-                  flush=True)
-    finally:
-        server.stop()
+    # The service as configured, then with its inference log off: what logging every row costs.
+    for name, overrides, levels in (("", {}, (1, 2)),
+                                    ("_log_off", {"inference_log": {"enabled": False}}, (1,))):
+        server = service_server(f"batch{name}", tmp, overrides)
+        server.path = "/predict_batch"
+        try:
+            for clients in levels:
+                result = load.run(server, [body], clients, seconds, rows_per_request=10_000)
+                out[f"clients_{clients}{name}"] = result
+                print(f"  /predict_batch {clients} client(s){name.replace('_', ' ')}: "
+                      f"{result['rows_s']:>9,} rows/s  p50 {result['p50_ms']:.0f} ms  "
+                      f"p99 {result['p99_ms']:.0f} ms  cpu {result['cpu_ms_per_request']:.0f} "
+                      f"ms/req  errors {result['errors']}", flush=True)
+        finally:
+            server.stop()
     return out
 
 

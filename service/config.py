@@ -88,6 +88,9 @@ class ServiceConfig(JobConfig, _Section):
         "of the only dataset in the store")
     workers: int = Field(2, ge=1, description="worker processes (one per core)")
     max_batch_rows: int = Field(10_000, ge=1, description="customers per /predict_batch call")
+    large_request_threads: int = Field(
+        2, ge=1, description="threads one large /predict_batch call may use to parse its body "
+        "(from 1 MiB) and score (from 2,048 rows); /predict batches use one")
     max_body_bytes: int = Field(16 * 2**20, ge=1024, description="larger bodies answer 413")
     timeout_seconds: float = Field(60, gt=0, description="BentoML request timeout")
     max_in_flight: int | None = Field(

@@ -87,8 +87,8 @@ def single_prediction_spec(prediction: type[BaseModel]) -> type[IODescriptor]:
 
 
 def customer_batch_spec(batch_model: type[BaseModel], contract: DataContract, max_rows: int,
-                        on_invalid: InvalidHook) -> type[IODescriptor]:
-    decoder = BatchDecoder(contract, batch_model, max_rows)
+                        on_invalid: InvalidHook, threads: int = 1) -> type[IODescriptor]:
+    decoder = BatchDecoder(contract, batch_model, max_rows, threads)
 
     class CustomerBatch(IOMixin, batch_model):  # type: ignore[misc, valid-type]
         @classmethod

@@ -83,7 +83,7 @@ class ChurnService:
         configure_json_logging(VERSION)
         logger.info(config_file.describe())
         entry = load_entry(str(self.model_ref.tag))
-        self.scorer = Scorer(entry, config.recommendations)
+        self.scorer = Scorer(entry, config.recommendations, threads=config.large_request_threads)
         self.metrics = service_metrics()
         meta = entry.metadata
         self.metrics.model_info.labels(model_version=entry.version, model_tag=entry.tag,
@@ -130,7 +130,7 @@ class ChurnService:
     @bentoml.api(
         route="/predict_batch",
         input_spec=customer_batch_spec(served.batch, served.contract, config.max_batch_rows,
-                                       _count_invalid),
+                                       _count_invalid, threads=config.large_request_threads),
         output_spec=BatchPrediction,
     )
     def predict_batch(self, customers: CustomerColumns) -> BatchPrediction:

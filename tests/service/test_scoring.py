@@ -122,3 +122,20 @@ def test_unseen_ignores_missing_values_and_shared_codes_change_nothing(trained_e
     shared = scorer.unseen(columns, len(frame), scorer.builder.codes(columns))
     assert shared == flagged and scorer.score(frame).unseen == flagged
     assert sum(map(bool, flagged)) >= 5  # rows 0, 11, 22, ... carry unseen values
+
+
+def test_large_batches_score_on_threads_with_the_same_answers(trained_entry, scorer):
+    """A batch of ``threaded_rows`` or more goes to a copy of the classifier with more
+    threads; small batches keep the one-thread classifier. Both answer the same."""
+    from kernel.model import base_estimators
+
+    threaded = Scorer(trained_entry, threads=2, threaded_rows=1_000)
+    assert threaded._threaded is not None
+    assert {e.get_params()["n_jobs"] for e in base_estimators(threaded._threaded)
+            if "n_jobs" in e.get_params()} == {2}
+    assert {e.get_params()["n_jobs"] for e in base_estimators(threaded.model.classifier)
+            if "n_jobs" in e.get_params()} == {1}
+    frame = frame_of(request_bodies(trained_entry, 3_000), trained_entry.contract)
+    for rows in (frame.head(999), frame):  # below and above threaded_rows
+        np.testing.assert_array_equal(threaded.score(rows).probability,
+                                      scorer.score(rows).probability)

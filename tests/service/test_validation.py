@@ -311,7 +311,7 @@ def test_compact_and_pretty_bodies_give_the_same_columns(contract, trained_entry
     pretty = json.dumps(payload, indent=2).encode()
     assert decoder._arrow(pretty) is None
     fast, slow = decoder.decode(compact), decoder.decode(pretty)
-    assert fast.ids == slow.ids
+    assert list(fast.ids) == list(slow.ids)
     for name in contract.features:
         a, b = fast.features[name], slow.features[name]
         assert all(x == y or (x != x and y != y) or (x is None and y is None)
@@ -372,3 +372,30 @@ def test_a_strict_field_answers_with_the_json_value_to_send(contract, field, sen
     lenient = customer_model(contract, example_customer(contract, None))
     if send not in ("true or false", "a number"):
         lenient.model_validate_json(payload)
+
+
+def test_a_large_body_parses_on_threads_into_the_same_columns(contract, trained_entry):
+    """From PARALLEL_BODY_BYTES Arrow parses the body in one block per thread: the columns
+    (values, order, ids) are those of one block."""
+    import numpy as np
+
+    from service.validation import PARALLEL_BODY_BYTES
+    from tests.servers import request_bodies
+
+    customer = customer_model(contract, example_customer(contract, None))
+    some = request_bodies(trained_entry, 1_000)
+    rows = [{**r, contract.id: f"c{i}"} for i, r in enumerate(some * 15)]
+    body = orjson.dumps({"customers": rows})
+    assert len(body) > 2 * PARALLEL_BODY_BYTES  # two blocks at least, with 2 threads
+    model = batch_request_model(customer, len(rows))
+    one, two = (BatchDecoder(contract, model, len(rows), threads)._arrow(body)
+                for threads in (1, 2))
+    assert one is not None and two is not None
+    assert list(two.ids) == list(one.ids) == [r[contract.id] for r in rows]
+    for name in contract.features:
+        a, b = one.features[name], two.features[name]
+        assert a.dtype == b.dtype, name
+        if a.dtype == object:
+            assert list(a) == list(b), name
+        else:
+            np.testing.assert_array_equal(a, b, err_msg=name)
