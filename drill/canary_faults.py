@@ -160,8 +160,7 @@ def bad_canary(system: DrillSystem, finding: Finding) -> None:
         before = _split(services, targets[:len(targets) // 2])
         wait_until(lambda: _requests_held(stack.prometheus_url, services), 120,
                    what="Prometheus holding the traffic before the swap")
-        system.services.remove(harmless)
-        harmless.stop(timeout=30)
+        system.stop_service(harmless)
         finding.injected()
         canary = system.serve("canary", shared_log, model_tag=challenger.model_tag, port=port,
                               env={"CHURN_TRACK": "canary"})
@@ -180,17 +179,9 @@ def bad_canary(system: DrillSystem, finding: Finding) -> None:
         finding.detected()
     finally:
         stack.stop()
-        if canary is not None:
-            system.services.remove(canary)
-            canary.stop(timeout=30)
-        elif harmless in system.services:
-            system.services.remove(harmless)
-            harmless.stop(timeout=30)
+        system.stop_service(canary if canary is not None else harmless)
 
-    try:
-        report = json.loads(done.stdout)
-    except ValueError:
-        report = {}
+    report = _json_report(done)
     judgement = report.get("judgement") or {}
     failing = {row["name"]: row["effect"] for row in judgement.get("checks", [])
                if row["name"] in judgement.get("failing_checks", [])}
@@ -299,12 +290,8 @@ def shadow_segment(system: DrillSystem, finding: Finding) -> None:
         finding.detected()
     finally:
         if server is not None:
-            system.services.remove(server)
-            server.stop(timeout=30)
-    try:
-        report = json.loads(done.stdout)
-    except ValueError:
-        report = {}
+            system.stop_service(server)
+    report = _json_report(done)
     judgement = report.get("judgement") or {}
     checks = {row["name"]: row for row in judgement.get("checks", [])}
     failing = judgement.get("failing_checks", [])
@@ -345,3 +332,12 @@ SCENARIOS = [
              "`churn canary analyze` (canary vs stable in Prometheus, rollout/analysis.py) "
              "fails it; the abort plan scales it to 0", bad_canary),
 ]
+
+
+def _json_report(done: subprocess.CompletedProcess) -> dict:
+    """The JSON report a `churn ... --json` command printed; empty when it printed none (it
+    failed before judging: the finding's exit code and output say why)."""
+    try:
+        return json.loads(done.stdout)
+    except ValueError:
+        return {}

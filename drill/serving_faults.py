@@ -228,8 +228,7 @@ def sigterm(system: DrillSystem, finding: Finding) -> None:
     answers = load.stop()
     finding.detected(stopped)
     left = [w.pid for w in workers if _alive(w)]
-    system.services.remove(service)
-    service.stop(timeout=5)
+    system.stop_service(service, timeout=5)
     for worker in workers:  # a worker the server left behind must not outlive the drill
         with contextlib.suppress(Exception):
             worker.kill()
@@ -275,7 +274,7 @@ def sigkill(system: DrillSystem, finding: Finding) -> None:
     service.popen.wait(30)
     time.sleep(0.5)  # requests in flight fail now
     answers = load.stop()
-    system.services.remove(service)
+    system.stop_service(service)  # killed already: only forgotten
 
     answered = [a for a in answers if a.status == 200]
     window = 2.0

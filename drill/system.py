@@ -332,6 +332,13 @@ class DrillSystem:
 
     # ------------------------------------------------------------------ the end
 
+    def stop_service(self, service: Service, timeout: float = 30) -> None:
+        """Stop one server the drill started (SIGTERM: it drains) and forget it, so ``close``
+        does not stop it again; one already gone (killed by a scenario) is only forgotten."""
+        if service in self.services:
+            self.services.remove(service)
+        service.stop(timeout=timeout)
+
     def close(self) -> None:
         """Stop every process the drill started (servers drain on SIGTERM)."""
         if self._stack is not None:

@@ -113,39 +113,49 @@ class ClusterOptions:
         return Canary(self.config, runner, log, echo=typer.echo)
 
 
-def cluster_command(*, edits: bool = True, prometheus: bool = False
-                    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Add --config, --kubectl, --context, --namespace (and, for a command that ``edits``,
-    --dry-run and --decision-log; with ``prometheus``, --prometheus) to the decorated command,
-    which takes a keyword ``cluster: ClusterOptions`` instead of them."""
+def option_bundle(name: str, options: dict[str, tuple[Any, Any]],
+                  build: Callable[[dict[str, Any]], Any]
+                  ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Add ``options`` (parameter name -> (annotated type, default)) to the decorated command's
+    signature; the command takes one keyword ``name`` instead: ``build`` of their values.
+    Bundles stack (``cluster_command`` is one)."""
 
     def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
         own = [p for p in inspect.signature(command, eval_str=True).parameters.values()
-               if p.name != "cluster"]
-        shared = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=kind,
-                                    default=None) for name, kind in _READING.items()]
-        if edits:
-            shared += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY,
-                                         annotation=kind, default=default)
-                       for name, (kind, default) in _EDITING.items()]
-        if prometheus:
-            shared.append(inspect.Parameter("prometheus", inspect.Parameter.KEYWORD_ONLY,
-                                            annotation=PrometheusOption, default=None))
+               if p.name != name]
+        shared = [inspect.Parameter(option, inspect.Parameter.KEYWORD_ONLY, annotation=kind,
+                                    default=default)
+                  for option, (kind, default) in options.items()]
 
         @functools.wraps(command)
         def wrapper(**values: Any) -> Any:
-            config = load_config(values.pop("config"), values.pop("kubectl"),
-                                 values.pop("context"), values.pop("namespace"),
-                                 values.pop("prometheus", None))
-            cluster = ClusterOptions(config, values.pop("dry_run", False),
-                                     values.pop("decision_log", None))
-            return command(**values, cluster=cluster)
+            bundled = {option: values.pop(option) for option in options}
+            return command(**values, **{name: build(bundled)})
 
         wrapper.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
             [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + shared)
         return wrapper
 
     return decorate
+
+
+def cluster_command(*, edits: bool = True, prometheus: bool = False
+                    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Add --config, --kubectl, --context, --namespace (and, for a command that ``edits``,
+    --dry-run and --decision-log; with ``prometheus``, --prometheus) to the decorated command,
+    which takes a keyword ``cluster: ClusterOptions`` instead of them."""
+    options: dict[str, tuple[Any, Any]] = {name: (kind, None) for name, kind in _READING.items()}
+    if edits:
+        options.update(_EDITING)
+    if prometheus:
+        options["prometheus"] = (PrometheusOption, None)
+
+    def build(values: dict[str, Any]) -> ClusterOptions:
+        config = load_config(values["config"], values["kubectl"], values["context"],
+                             values["namespace"], values.get("prometheus"))
+        return ClusterOptions(config, values.get("dry_run", False), values.get("decision_log"))
+
+    return option_bundle("cluster", options, build)
 
 
 @dataclass(frozen=True)

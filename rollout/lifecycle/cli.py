@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -20,6 +21,7 @@ from rollout.cli_options import (
     NoPushOption,
     PushgatewayOption,
     cluster_command,
+    option_bundle,
 )
 
 app = typer.Typer(
@@ -42,10 +44,31 @@ TrainConfigOption = Annotated[Path | None, typer.Option(
 REASON_HELP = "Why, for the record (the transition and the decision log)."
 
 
-def _lifecycle(cluster, lifecycle_config: Path | None, state: str | None,
-               inference_log: Path | None = None, judge_config: Path | None = None,
-               pushgateway: str | None = None, no_push: bool = True, local: bool = False,
-               monitoring_config: Path | None = None, train_config: Path | None = None):
+@dataclass(frozen=True)
+class LoopOptions:
+    """What the commands that run the loop (`step`, `run`) read, and where they push; the
+    others take the few they need."""
+
+    lifecycle_config: Path | None = None
+    state: str | None = None
+    inference_log: Path | None = None
+    judge_config: Path | None = None
+    pushgateway: str | None = None
+    no_push: bool = True
+    monitoring_config: Path | None = None
+    train_config: Path | None = None
+
+
+loop_command = option_bundle("loop", {
+    "inference_log": (InferenceLogOption, None), "judge_config": (JudgeConfigOption, None),
+    "pushgateway": (PushgatewayOption, None), "no_push": (NoPushOption, False),
+    "lifecycle_config": (LifecycleConfigOption, None),
+    "monitoring_config": (MonitoringConfigOption, None),
+    "train_config": (TrainConfigOption, None), "state": (StateOption, None),
+}, lambda values: LoopOptions(**values))
+
+
+def _lifecycle(cluster, options: LoopOptions, local: bool = False):
     """The engine wired to this cluster (``cluster``: the shared options' ClusterOptions) or
     to local servers, its store and its world."""
     from kernel.paths import churn_home
@@ -60,11 +83,12 @@ def _lifecycle(cluster, lifecycle_config: Path | None, state: str | None,
         LifecycleError,
     )
 
-    settings = LifecycleConfig.locate(lifecycle_config)
-    if state:
-        settings = settings.model_copy(update={"state": state})
+    settings = LifecycleConfig.locate(options.lifecycle_config)
+    if options.state:
+        settings = settings.model_copy(update={"state": options.state})
     canary_config = cluster.config
-    judge = JudgeOptions.resolve(inference_log, judge_config, pushgateway, no_push)
+    judge = JudgeOptions.resolve(options.inference_log, options.judge_config,
+                                 options.pushgateway, options.no_push)
     analysed = [weight for weight in canary_config.run.steps if weight < 100]
     if judge.judge.unpaired.planned_samples < len(analysed):
         raise LifecycleError(
@@ -77,7 +101,8 @@ def _lifecycle(cluster, lifecycle_config: Path | None, state: str | None,
              else FileStateStore(churn_home() / "lifecycle" / "state.json"))
     platform = (_local_platform() if local
                 else KubernetesPlatform(cluster.canary(), cluster.shadow()))
-    world = _world(settings, canary_config, judge, monitoring_config, train_config)
+    world = _world(settings, canary_config, judge, options.monitoring_config,
+                   options.train_config)
     return Lifecycle(settings, store, world, platform, canary_config.run.steps,
                      on_change=lambda saved: _push_state(saved, judge))
 
@@ -220,7 +245,7 @@ def status(
     cluster: ClusterOptions,
 ) -> None:
     """Where the lifecycle is, the challenger, and every transition with its reason."""
-    lifecycle = _lifecycle(cluster, lifecycle_config, state)
+    lifecycle = _lifecycle(cluster, LoopOptions(lifecycle_config, state))
     current = lifecycle.status()
     if as_json:
         typer.echo(current.model_dump_json(by_alias=True, indent=2))
@@ -239,25 +264,12 @@ def status(
 
 @app.command()
 @cluster_command(edits=False, prometheus=True)
-def step(
-    inference_log: InferenceLogOption = None,
-    judge_config: JudgeConfigOption = None,
-    pushgateway: PushgatewayOption = None,
-    no_push: NoPushOption = False,
-    lifecycle_config: LifecycleConfigOption = None,
-    monitoring_config: MonitoringConfigOption = None,
-    train_config: TrainConfigOption = None,
-    state: StateOption = None,
-    *,
-    cluster: ClusterOptions,
-) -> None:
+@loop_command
+def step(*, cluster: ClusterOptions, loop: LoopOptions) -> None:
     """Advance as far as the lifecycle can without waiting (what the CronJob runs every 15
     minutes): at most one judgement per phase, every transition recorded. A second step while
     one works does nothing. Exit 1 when this step rejected a challenger."""
-    lifecycle = _lifecycle(cluster, lifecycle_config, state, inference_log, judge_config,
-                           pushgateway, no_push, monitoring_config=monitoring_config,
-                           train_config=train_config)
-    outcome = lifecycle.step()
+    outcome = _lifecycle(cluster, loop).step()
     _show(outcome)
     if any(move.endswith("-> rejected") for move in outcome.moved):
         raise typer.Exit(1)
@@ -265,6 +277,7 @@ def step(
 
 @app.command()
 @cluster_command(edits=False, prometheus=True)
+@loop_command
 def run(
     every: Annotated[float, typer.Option(
         "--every", min=1, help="Seconds between steps (the CronJob's 15 minutes is 900).")
@@ -273,21 +286,12 @@ def run(
         "--local", help="Serve locally instead of a cluster: stable on $CHURN_STABLE_PORT "
         "(3000), the canary on $CHURN_CANARY_PORT (3002), restarted as the loop needs, as "
         "the drill does; split your traffic between them yourself.")] = False,
-    inference_log: InferenceLogOption = None,
-    judge_config: JudgeConfigOption = None,
-    pushgateway: PushgatewayOption = None,
-    no_push: NoPushOption = False,
-    lifecycle_config: LifecycleConfigOption = None,
-    monitoring_config: MonitoringConfigOption = None,
-    train_config: TrainConfigOption = None,
-    state: StateOption = None,
     *,
     cluster: ClusterOptions,
+    loop: LoopOptions,
 ) -> None:
     """Step every --every seconds until stopped (Ctrl-C)."""
-    lifecycle = _lifecycle(cluster, lifecycle_config, state, inference_log, judge_config,
-                           pushgateway, no_push, local=local,
-                           monitoring_config=monitoring_config, train_config=train_config)
+    lifecycle = _lifecycle(cluster, loop, local=local)
     if local:
         lifecycle.platform.start()
     try:
@@ -311,10 +315,9 @@ def _decide(action: str):
         *,
         cluster: ClusterOptions,
     ) -> None:
-        lifecycle = _lifecycle(cluster, lifecycle_config, state, pushgateway=pushgateway,
-                               no_push=no_push)
-        method = getattr(lifecycle, action)
-        saved = method() if action == "resume" else method(reason)
+        lifecycle = _lifecycle(cluster, LoopOptions(lifecycle_config, state,
+                                                    pushgateway=pushgateway, no_push=no_push))
+        saved = getattr(lifecycle, action)(reason)
         typer.echo(json.dumps({"phase": saved.phase.value, "challenger": saved.challenger,
                                "champion": saved.champion, "paused": saved.paused}))
 

@@ -364,11 +364,11 @@ class Lifecycle:
 
     def pause(self, reason: str) -> LifecycleState:
         state = self.store.read()
-        return self._save(state.model_copy(update={"paused": True, "paused_reason": reason}))
+        return self._save(state.noted(f"paused: {reason}", paused=True, paused_reason=reason))
 
-    def resume(self) -> LifecycleState:
+    def resume(self, reason: str) -> LifecycleState:
         state = self.store.read()
-        return self._save(state.model_copy(update={"paused": False, "paused_reason": ""}))
+        return self._save(state.noted(f"resumed: {reason}", paused=False, paused_reason=""))
 
 
 class _Renewer:

@@ -69,7 +69,8 @@ class _Section(BaseModel):
 
 
 class Transition(_Section):
-    """One move of the state machine, with why, and the evidence it rests on."""
+    """One move of the state machine, with why, and the evidence it rests on; or a decision
+    that kept the phase (pause, resume: ``from`` and ``to`` are the same)."""
 
     at: str
     source: Phase = Field(alias="from")
@@ -120,6 +121,13 @@ class LifecycleState(_Section):
         return self.model_copy(update={
             "phase": target, "entered_at": now, "looks": 0, "intent": None,
             "history": [*self.history, record], **changes})
+
+    def noted(self, reason: str, **changes: Any) -> LifecycleState:
+        """The state with ``changes`` and a record that keeps the phase (its clock and looks
+        too): a pause or a resume, in the history with why."""
+        record = Transition(at=stamp(), source=self.phase, target=self.phase, reason=reason,
+                            evidence=dict(changes))
+        return self.model_copy(update={"history": [*self.history, record], **changes})
 
 
 class StateStore(Protocol):

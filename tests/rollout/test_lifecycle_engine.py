@@ -236,7 +236,11 @@ def test_pause_resume_reject_and_misuse(tmp_path: Path) -> None:
     loop.pause("quarter-end freeze")
     assert loop.step().waiting == "paused: quarter-end freeze"
     assert loop.world.calls == []
-    loop.resume()
+    loop.resume("freeze over")
+    noted = loop.store.read().history[-2:]
+    assert [(t.source, t.target, t.reason) for t in noted] == [
+        (Phase.IDLE, Phase.IDLE, "paused: quarter-end freeze"),
+        (Phase.IDLE, Phase.IDLE, "resumed: freeze over")]
     assert loop.step().state.phase is Phase.SHADOW  # inconclusive: waits for traffic
     with pytest.raises(LifecycleError, match="nothing awaits approval: the lifecycle is shadow"):
         loop.approve("too early")
