@@ -56,6 +56,21 @@ def test_close_writes_every_record_with_the_agreed_fields(tmp_path):
     assert first["unseen_categories"] == ["region"]
 
 
+def test_a_value_shared_by_every_row_is_written_into_every_record(tmp_path):
+    """A /predict_batch block: one request id for all its rows and, usually, no unseen
+    category; written as one shared text, read back on every record."""
+    block = _block(300, request_id="only")
+    block.unseen = [()] * 300
+    writer = _writer(tmp_path)
+    writer.log(block)
+    writer.close()
+    frame = read_inference_log(tmp_path)
+    assert len(frame) == 300
+    assert set(frame["request_id"]) == {"only"}
+    assert all(u == [] for u in frame["unseen_categories"])
+    assert list(frame["customer_id"]) == [f"c{i}" for i in range(300)]
+
+
 def test_rotates_by_size_and_never_reopens_a_file(tmp_path):
     writer = _writer(tmp_path, rotate_bytes=20_000)
     for _ in range(10):
