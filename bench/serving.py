@@ -7,8 +7,9 @@ In one run, on this machine, one server at a time so they never share the CPU:
 2. peers (``--skip peers`` leaves them out): LitServe and MLServer serving the same model file
    with the service's scoring code and the same batching limits, at 32 and 64 clients, each
    installed on first use in its own virtualenv (``bench/peers``);
-3. ``/predict_batch`` with 10,000 customers (1 and 2 clients), and in-process decoding of the
-   same body by stock pydantic vs the column-wise fast path;
+3. ``/predict_batch`` with 10,000 customers (1 and 2 clients; then 1 client with the
+   inference log off: what logging every row costs), and in-process decoding of the same body
+   by stock pydantic vs the column-wise fast path (one thread);
 4. ``churn score`` of 1,000,000 rows (wall time, peak memory);
 then prints ratios and the issue-20 targets, met or not. The load generator is wrk when
 installed (``make bench-deps``), else ``bench/loadgen.py``; every cell also records the server's
