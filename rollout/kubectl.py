@@ -10,10 +10,12 @@ restart`` have no ``--local``; their twin is the merge patch they amount to.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
 import subprocess
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,10 +23,27 @@ from pathlib import Path
 from rollout.config import KubernetesSettings, duration_seconds
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
+PATCH_FILE = "{patch.json}"  # stands for the file a call's patch is written to
 
 
 class KubectlError(RuntimeError):
     """kubectl failed (not found, no cluster, a refused edit, a rollout that did not finish)."""
+
+
+@contextlib.contextmanager
+def written(files: tuple[tuple[str, str], ...]) -> Iterator[dict[str, str]]:
+    """Each (placeholder, text) written to a private temporary file for as long as the block
+    runs; yields placeholder -> path."""
+    if not files:
+        yield {}
+        return
+    with tempfile.TemporaryDirectory(prefix="churn-kubectl-") as folder:
+        paths = {}
+        for number, (placeholder, text) in enumerate(files):
+            path = Path(folder) / f"{number}.json"
+            path.write_text(text)
+            paths[placeholder] = str(path)
+        yield paths
 
 
 @dataclass(frozen=True)
@@ -38,6 +57,9 @@ class Call:
     edits: bool = True
     waits: bool = False  # rollout status: skipped by --dry-run
     local: tuple[str, ...] | None = None  # the offline twin; "{file}" stands for the manifest
+    # (placeholder, text): files written for the call only, their paths put in place of the
+    # placeholders. A patch can outgrow what one argument may hold (Linux: 128 KiB).
+    files: tuple[tuple[str, str], ...] = ()
 
     def local_args(self, file: str) -> list[str]:
         """The offline twin with ``file`` in place (KubectlError if there is none)."""
@@ -90,10 +112,13 @@ def create_configmap(name: str, data: dict[str, str]) -> Call:
 
 def json_patch_configmap(name: str, patch: list[dict], what: str) -> Call:
     """A JSON patch (RFC 6902): its ``test`` operations make it conditional, applied whole or
-    refused by the API server."""
+    refused by the API server. It goes in a file (``--patch-file``): the lifecycle's state
+    outgrows the 128 KiB one command-line argument may hold after a few cycles."""
     text = json.dumps(patch, sort_keys=True)
-    return Call(("patch", "configmap", name, "--type", "json", "-p", text), what, "configmap",
-                name, local=_twin("patch", "--type", "json", "-p", text))
+    return Call(("patch", "configmap", name, "--type", "json", "--patch-file", PATCH_FILE),
+                what, "configmap", name,
+                local=_twin("patch", "--type", "json", "-p", text),
+                files=((PATCH_FILE, text),))
 
 
 def scale(name: str, replicas: int) -> Call:
@@ -193,7 +218,7 @@ class Kubectl:
         if call.waits:
             # rollout status has its own --timeout; this only guards a hung kubectl
             timeout = duration_seconds(self.settings.rollout_timeout) + 60
-        done = self._execute(argv, timeout)
+        done = self._execute(argv, timeout, call.files)
         if done.returncode != 0:
             message = (done.stderr.strip() or done.stdout.strip()).splitlines()
             raise KubectlError(f"{shown} failed: {message[-1] if message else done.returncode}")
@@ -208,10 +233,12 @@ class Kubectl:
         self.history.append(argv)
         return self._execute(argv, timeout)
 
-    def _execute(self, argv: list[str], timeout: float | None) -> subprocess.CompletedProcess:
+    def _execute(self, argv: list[str], timeout: float | None,
+                 files: tuple[tuple[str, str], ...] = ()) -> subprocess.CompletedProcess:
         try:
-            return subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                                  check=False)
+            with written(files) as paths:
+                return subprocess.run([paths.get(arg, arg) for arg in argv], capture_output=True,
+                                      text=True, timeout=timeout, check=False)
         except FileNotFoundError as exc:
             raise KubectlError(f"kubectl not found ({self.settings.kubectl}): install it or "
                                "set kubernetes.kubectl in configs/canary.yaml") from exc

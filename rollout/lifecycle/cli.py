@@ -71,7 +71,7 @@ loop_command = option_bundle("loop", {
 def _lifecycle(cluster, options: LoopOptions, local: bool = False):
     """The engine wired to this cluster (``cluster``: the shared options' ClusterOptions) or
     to local servers, its store and its world."""
-    from kernel.paths import churn_home
+    from kernel.paths import churn_home, report_dir
     from rollout.cli_options import JudgeOptions
     from rollout.kubectl import Kubectl
     from rollout.lifecycle.engine import Lifecycle
@@ -81,6 +81,7 @@ def _lifecycle(cluster, options: LoopOptions, local: bool = False):
         FileStateStore,
         LifecycleConfig,
         LifecycleError,
+        TransitionArchive,
     )
 
     settings = LifecycleConfig.locate(options.lifecycle_config)
@@ -104,7 +105,8 @@ def _lifecycle(cluster, options: LoopOptions, local: bool = False):
     world = _world(settings, canary_config, judge, options.monitoring_config,
                    options.train_config)
     return Lifecycle(settings, store, world, platform, canary_config.run.steps,
-                     on_change=lambda saved: _push_state(saved, judge))
+                     on_change=lambda saved: _push_state(saved, judge),
+                     archive=TransitionArchive(report_dir() / "lifecycle" / "transitions.jsonl"))
 
 
 def _world(settings, canary_config, judge, monitoring_config=None, train_config=None):

@@ -110,20 +110,30 @@ class Lifecycle:
 
     def __init__(self, config: LifecycleConfig, store: StateStore, world: World,
                  platform: Platform, steps: list[int],
-                 on_change: Callable[[LifecycleState], None] = lambda state: None) -> None:
+                 on_change: Callable[[LifecycleState], None] = lambda state: None,
+                 archive: Callable[[LifecycleState], None] | None = None) -> None:
         self.config = config
         self.store = store
         self.world = world
         self.platform = platform
         self.steps = [s for s in steps if s < 100]  # 100 is the promotion, not a step
         self.on_change = on_change
+        # Gets the state after each recorded transition (its newest, evidence whole): the
+        # state itself keeps the evidence of the newest transitions only (EVIDENCE_KEPT).
+        self.archive = archive
         self.owner = owner_name()
 
     # ------------------------------------------------------------------ persistence
 
-    def _save(self, state: LifecycleState) -> LifecycleState:
+    def _save(self, state: LifecycleState, transition: bool = True) -> LifecycleState:
+        """Write ``state``; with ``transition`` (it ends in a new history record), archive it."""
         saved = self.store.write(state)
         self.on_change(saved)
+        if transition and self.archive is not None:
+            try:
+                self.archive(saved)
+            except Exception as exc:  # noqa: BLE001 - the transition stands; the log says so
+                log.warning("could not archive the lifecycle transition: %s", exc)
         try:
             self.platform.record(saved)
         except Exception as exc:  # noqa: BLE001 - an annotation must not undo a transition
@@ -311,7 +321,7 @@ class Lifecycle:
             return self._act(state, "reject", f"shadow still inconclusive after "
                              f"{self.config.shadow.max_hours:g} h: {judged.summary}", evidence,
                              undo="shadow"), ""
-        state = self._save(state.model_copy(update={"looks": state.looks + 1}))
+        state = self._save(state.model_copy(update={"looks": state.looks + 1}), transition=False)
         return state, f"shadow: inconclusive ({judged.summary})"
 
     def _judge_canary(self, state: LifecycleState) -> tuple[LifecycleState, str]:
@@ -340,7 +350,7 @@ class Lifecycle:
             return self._act(state, "reject", f"canary at {weight}% still inconclusive after "
                              f"{state.looks + 1} analyses: {judged.summary}", evidence,
                              undo="canary"), ""
-        state = self._save(state.model_copy(update={"looks": state.looks + 1}))
+        state = self._save(state.model_copy(update={"looks": state.looks + 1}), transition=False)
         return state, f"canary at {weight}%: inconclusive ({judged.summary})"
 
     # ------------------------------------------------------------------ a person decides

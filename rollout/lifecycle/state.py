@@ -27,6 +27,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from kernel.yaml_model import JobConfig
@@ -46,6 +47,8 @@ class Phase(StrEnum):
 
 # The number each phase is pushed as (churn_lifecycle_state), in the order the loop runs.
 PHASE_CODES = {phase: code for code, phase in enumerate(Phase)}
+# Transitions whose evidence the state keeps: the last three cycles or so (7-8 each).
+EVIDENCE_KEPT = 24
 
 
 class LifecycleError(RuntimeError):
@@ -77,6 +80,7 @@ class Transition(_Section):
     target: Phase = Field(alias="to")
     reason: str
     evidence: dict[str, Any] = {}
+    evidence_dropped: bool = False  # older than the EVIDENCE_KEPT newest: reason kept only
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -120,14 +124,41 @@ class LifecycleState(_Section):
                             evidence=evidence or {})
         return self.model_copy(update={
             "phase": target, "entered_at": now, "looks": 0, "intent": None,
-            "history": [*self.history, record], **changes})
+            "history": _kept([*self.history, record]), **changes})
 
     def noted(self, reason: str, **changes: Any) -> LifecycleState:
         """The state with ``changes`` and a record that keeps the phase (its clock and looks
         too): a pause or a resume, in the history with why."""
         record = Transition(at=stamp(), source=self.phase, target=self.phase, reason=reason,
                             evidence=dict(changes))
-        return self.model_copy(update={"history": [*self.history, record], **changes})
+        return self.model_copy(update={"history": _kept([*self.history, record]), **changes})
+
+
+def _kept(history: list[Transition]) -> list[Transition]:
+    """Every transition, with the evidence (a judgement's table: 5-7 kB) of the EVIDENCE_KEPT
+    newest only. A cycle records 15-20 kB of evidence, and the state must stay well inside a
+    ConfigMap (1 MiB) and what kubectl can send. ``TransitionArchive`` keeps them all."""
+    old = len(history) - EVIDENCE_KEPT
+    return [t.model_copy(update={"evidence": {}, "evidence_dropped": True})
+            if i < old and t.evidence else t for i, t in enumerate(history)]
+
+
+class TransitionArchive:
+    """Every transition with its evidence whole, one JSON line each, appended and synced (on a
+    cluster, in the reports volume): the full record the state trims (``_kept``)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __call__(self, state: LifecycleState) -> None:
+        newest = state.history[-1]
+        line = {"cycle": state.cycle_key, "champion": state.champion,
+                "challenger": state.challenger, **newest.model_dump(mode="json", by_alias=True)}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("ab") as file:
+            file.write(orjson.dumps(line) + b"\n")
+            file.flush()
+            os.fsync(file.fileno())
 
 
 class StateStore(Protocol):

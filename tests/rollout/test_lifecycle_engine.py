@@ -5,6 +5,7 @@ stand-in API server: test_lifecycle_e2e.py."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ import pytest
 
 from rollout.lifecycle.engine import Judged, Lifecycle, Trained
 from rollout.lifecycle.state import (
+    EVIDENCE_KEPT,
     Conflict,
     FileStateStore,
     Intent,
@@ -22,6 +24,7 @@ from rollout.lifecycle.state import (
     LifecycleError,
     LifecycleState,
     Phase,
+    TransitionArchive,
     lease_until,
     stamp,
 )
@@ -132,6 +135,37 @@ def test_the_whole_loop_stops_for_approval_then_promotes(tmp_path: Path) -> None
     loop.world.retrain = False  # the new champion has no drift yet
     assert loop.step().state.phase is Phase.IDLE  # the cycle ends, the next one may begin
     assert loop.store.read().intent is None
+
+
+def test_the_state_keeps_every_transition_and_the_newest_evidence_the_archive_all(
+        tmp_path: Path) -> None:
+    """Cycle after cycle the state must stay small enough for a ConfigMap (and kubectl): the
+    evidence of transitions older than the EVIDENCE_KEPT newest is dropped from it, never the
+    transitions; the archive has every one with its evidence whole."""
+    archive = tmp_path / "reports" / "transitions.jsonl"
+    loop = lifecycle(tmp_path)
+    loop.archive = TransitionArchive(archive)
+    for _ in range(5):  # five whole cycles, 9 transitions each
+        loop.world.canary, loop.world.shadow, loop.world.retrain = ["pass"] * 3, ["pass"], True
+        loop.step()
+        loop.approve("reviewed")
+        loop.world.retrain = False
+        loop.step()
+    history = loop.store.read().history
+    assert len(history) == 45
+    lines = [json.loads(line) for line in archive.read_text().splitlines()]
+    assert [(r["from"], r["to"], r["reason"]) for r in lines] == [
+        (t.source.value, t.target.value, t.reason) for t in history]
+    for number, (kept, whole) in enumerate(zip(history, lines, strict=True)):
+        if number < len(history) - EVIDENCE_KEPT:  # older: the record stays, its evidence not
+            assert kept.evidence == {} and kept.evidence_dropped is bool(whole["evidence"])
+        else:
+            assert kept.evidence == whole["evidence"] and not kept.evidence_dropped
+    assert sum(t.evidence_dropped for t in history) >= 10
+    judged = [r for r in lines if r["reason"].startswith("shadow passed")]
+    assert len(judged) == 5 and all(r["evidence"]["judgement"] == {"table": "..."}
+                                    for r in judged)
+    assert lines[0]["cycle"].startswith("1-") and lines[-1]["cycle"].startswith("5-")
 
 
 def test_auto_promote_promotes_after_the_last_canary_step(tmp_path: Path) -> None:
@@ -317,3 +351,30 @@ def test_the_configmap_store_creates_then_writes_only_over_what_it_read(cluster:
     (cluster / "forbidden.json").write_text(json.dumps(["patch"]))
     with pytest.raises(k.KubectlError, match="Forbidden"):
         store.write(store.read().moved(Phase.SHADOW, "start"))
+
+
+@pytest.mark.integration
+def test_the_configmap_store_writes_a_state_larger_than_one_argument_may_be(
+        cluster: Path) -> None:
+    """Linux caps one command-line argument at 128 KiB: a state sent as `kubectl patch -p`
+    failed after a few cycles of judgements. The patch goes in a file."""
+    from rollout import kubectl as k
+    from rollout.config import CanaryConfig
+    from rollout.lifecycle.state import ConfigMapStateStore, Transition
+
+    config = CanaryConfig()
+    config.kubernetes.kubectl = str(cluster.parent / "kubectl")
+    store = ConfigMapStateStore(k.Kubectl(config.kubernetes), "churn-lifecycle-big")
+    first = store.write(store.read().moved(Phase.RETRAINING, "drift", cycle=1))
+    table = {"checks": [{"name": f"check {i}", "effect": i / 3, "interval": [0.1, 0.2]}
+                        for i in range(60)]}
+    history = [Transition(at=stamp(), source=Phase.SHADOW, target=Phase.SHADOW,
+                          reason=f"look {i}", evidence={"judgement": table})
+               for i in range(40)]
+    big = first.model_copy(update={"history": history})
+    assert len(big.model_dump_json(by_alias=True)) > 128 * 1024
+    store.write(big)
+    read = store.read()
+    assert read.generation == 2 and [t.reason for t in read.history] == [
+        f"look {i}" for i in range(40)]
+    assert read.history[-1].evidence == {"judgement": table}
