@@ -112,13 +112,9 @@ class ChurnModel:
         """Churn probability per row (1-d array)."""
         return self.calibration.apply(self.raw_scores(features))
 
-    def predict_proba_matrix(self, matrix: np.ndarray, classifier: object | None = None
-                             ) -> np.ndarray:
-        """For an already-preprocessed matrix (the fast serving path skips pandas);
-        ``classifier``: a copy of the fitted classifier to use instead (say, with more
-        threads)."""
-        model = self.classifier if classifier is None else classifier
-        return self.calibration.apply(model.predict_proba(matrix)[:, 1])
+    def predict_proba_matrix(self, matrix: np.ndarray) -> np.ndarray:
+        """For an already-preprocessed matrix (the fast serving path skips pandas)."""
+        return self.calibration.apply(self.classifier.predict_proba(matrix)[:, 1])
 
     @property
     def preprocessor(self) -> Pipeline:

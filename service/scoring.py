@@ -20,7 +20,7 @@ import pandas as pd
 
 from kernel.contract import DataContract, split_valid_rows
 from kernel.features import ArrayExpression, ContractTyping, DerivedFeatures
-from kernel.model import base_estimators
+from kernel.model import ChurnModel, base_estimators
 from kernel.store import ModelEntry
 
 logger = logging.getLogger("churn.service.scoring")
@@ -196,7 +196,7 @@ class Scorer:
                 # they give for the small batches a service sees (predictions do not change).
                 estimator.set_params(n_jobs=1)
         self.threaded_rows = threaded_rows
-        self._threaded = _with_threads(self.model.classifier, threads) if threads > 1 else None
+        self._threaded = _with_threads(self.model, threads) if threads > 1 else None
         self.builder = MatrixBuilder.compile(self.model.preprocessor, self.contract)
         if self.builder is None:
             logger.warning("preprocessor not recognised: scoring through sklearn (slower)")
@@ -225,8 +225,9 @@ class Scorer:
         if self.builder is not None:
             columns = _columns_of(features) if isinstance(features, pd.DataFrame) else features
             matrix = self.builder.matrix(columns, codes)
-            return self.model.predict_proba_matrix(
-                matrix, self._threaded if len(matrix) >= self.threaded_rows else None)
+            model = (self._threaded if self._threaded is not None
+                     and len(matrix) >= self.threaded_rows else self.model)
+            return model.predict_proba_matrix(matrix)
         frame = features if isinstance(features, pd.DataFrame) else pd.DataFrame(features)
         return self.model.predict_proba(frame)
 
@@ -264,13 +265,14 @@ class Scorer:
         return self.recommendations.get(risk_level, "")
 
 
-def _with_threads(classifier: object, threads: int) -> object | None:
-    """A copy of the fitted ``classifier`` whose estimators use ``threads`` threads (None if
-    none of them takes ``n_jobs``). Its predictions are the same: a test checks it."""
-    if not any("n_jobs" in e.get_params() for e in base_estimators(classifier)):
+def _with_threads(model: ChurnModel, threads: int) -> ChurnModel | None:
+    """A copy of the fitted ``model`` (its own class: a subclass's scoring stays its own) whose
+    estimators use ``threads`` threads; None if none of them takes ``n_jobs``. Its predictions
+    are the same: a test checks it."""
+    if not any("n_jobs" in e.get_params() for e in base_estimators(model.classifier)):
         return None
-    threaded = copy.deepcopy(classifier)
-    for estimator in base_estimators(threaded):
+    threaded = copy.deepcopy(model)
+    for estimator in base_estimators(threaded.classifier):
         if "n_jobs" in estimator.get_params():
             estimator.set_params(n_jobs=threads)
     return threaded

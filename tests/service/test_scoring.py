@@ -131,7 +131,7 @@ def test_large_batches_score_on_threads_with_the_same_answers(trained_entry, sco
 
     threaded = Scorer(trained_entry, threads=2, threaded_rows=1_000)
     assert threaded._threaded is not None
-    assert {e.get_params()["n_jobs"] for e in base_estimators(threaded._threaded)
+    assert {e.get_params()["n_jobs"] for e in base_estimators(threaded._threaded.classifier)
             if "n_jobs" in e.get_params()} == {2}
     assert {e.get_params()["n_jobs"] for e in base_estimators(threaded.model.classifier)
             if "n_jobs" in e.get_params()} == {1}
@@ -139,3 +139,27 @@ def test_large_batches_score_on_threads_with_the_same_answers(trained_entry, sco
     for rows in (frame.head(999), frame):  # below and above threaded_rows
         np.testing.assert_array_equal(threaded.score(rows).probability,
                                       scorer.score(rows).probability)
+
+
+def test_a_model_class_with_its_own_scoring_keeps_it_on_threads(trained_entry) -> None:
+    """The threaded copy is a copy of the model, not of its classifier: a model class that
+    scores its own way (the drill's segment-scrambled challenger) does so for large batches
+    too."""
+    import copy
+
+    from kernel.model import ChurnModel
+
+    class Halved(ChurnModel):
+        def predict_proba_matrix(self, matrix: np.ndarray) -> np.ndarray:
+            return super().predict_proba_matrix(matrix) / 2
+
+    entry = copy.copy(trained_entry)
+    model = trained_entry.model
+    entry.__dict__["model"] = Halved(model.pipeline, model.calibration)
+    plain = Scorer(trained_entry)
+    halved = Scorer(entry, threads=2, threaded_rows=100)
+    assert halved._threaded is not None and type(halved._threaded) is Halved
+    frame = frame_of(request_bodies(trained_entry, 300), trained_entry.contract)
+    for rows in (frame.head(50), frame):  # one thread, then the threaded copy
+        np.testing.assert_allclose(halved.score(rows).probability,
+                                   plain.score(rows).probability / 2, rtol=0, atol=1e-12)
