@@ -1,6 +1,8 @@
 """`churn drill` end to end on a fast subset (what CI runs): real `churn train` refusals, a real
-`bentoml serve` taking bad inputs and a SIGTERM under load. Each scenario must be reported
-caught, with its evidence, and the three report files written."""
+`bentoml serve` taking bad inputs and a SIGTERM under load, and a challenger broken on one
+segment in shadow (the path of a model class with its own scoring, which a change once broke
+unseen). Each scenario must be reported caught, with its evidence, and the three report files
+written."""
 
 from __future__ import annotations
 
@@ -15,7 +17,8 @@ import pytest
 from tests.conftest import CHURN, REPO
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
-FAST_SUBSET = ["schema-change", "leakage", "label-collapse", "bad-inputs", "sigterm"]
+FAST_SUBSET = ["schema-change", "leakage", "label-collapse", "bad-inputs", "sigterm",
+               "shadow-segment"]
 
 
 def test_fast_subset_is_caught_and_reported(tmp_path: Path) -> None:
