@@ -3,7 +3,9 @@ subprocess on a free port, stopped by process group."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,3 +98,17 @@ def serve_model(tag: str, folder: Path, track: str, log_dir: Path, port: int | N
         name=f"bentoml serve {tag}", log_path=folder / "server.log", cwd=REPO, env=env,
         ready=lambda: http_ok(f"{url}/readyz"), timeout=300)
     return Server(process.name, process.popen, process.log_path, url, folder)
+
+
+def analysis_report(args: list[str], timeout: float) -> tuple[int, dict, str]:
+    """``churn <args>`` (an analysis: `canary analyze`, `shadow analyze`) as an operator runs
+    it, once with --json and once as the table: the exit code (the same both times, a
+    verdict's), the JSON report and the table (printed: pytest -rP shows it)."""
+    command = [sys.executable, "-m", "churn_cli", *args]
+    as_json = subprocess.run([*command, "--json"], cwd=REPO, capture_output=True, text=True,
+                             timeout=timeout)
+    shown = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    print(shown.stdout)
+    assert as_json.returncode == shown.returncode, shown.stdout + shown.stderr
+    assert as_json.returncode in (0, 1, 3), as_json.stdout + as_json.stderr
+    return as_json.returncode, json.loads(as_json.stdout), shown.stdout

@@ -54,7 +54,8 @@ class LoopOptions:
     inference_log: Path | None = None
     judge_config: Path | None = None
     pushgateway: str | None = None
-    no_push: bool = True
+    no_push: bool = True  # what `status` gets: it never pushes (the loop commands' --no-push
+    # defaults to False)
     monitoring_config: Path | None = None
     train_config: Path | None = None
 

@@ -22,9 +22,6 @@ them, as the drill does; the defaults' error rates are measured by bench/judge_e
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -38,7 +35,7 @@ import yaml
 
 from kernel.processes import free_port
 from monitoring.stack import RunningStack, ScrapeTarget, start_stack
-from tests.servers import Server, customer_bodies, serve_model
+from tests.servers import Server, analysis_report, customer_bodies, serve_model
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
 REPO = Path(__file__).resolve().parents[2]
@@ -184,16 +181,9 @@ def split_traffic(urls: dict[str, str], bodies: list[dict]) -> tuple[Counter, li
 
 def analyze(stack: RunningStack, config_path: Path, log_dir: Path) -> tuple[int, dict, str]:
     """The real CLI, as an operator runs it: exit code, JSON report, and the table."""
-    command = [sys.executable, "-m", "churn_cli", "canary", "analyze", "--prometheus",
-               stack.prometheus_url, "--judge-config", str(config_path), "--inference-log",
-               str(log_dir), "--pushgateway", stack.pushgateway_url]
-    as_json = subprocess.run([*command, "--json"], cwd=REPO, capture_output=True, text=True,
-                             timeout=120)
-    shown = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
-    print(shown.stdout)  # the verdict table, shown with pytest -rP
-    assert as_json.returncode == shown.returncode, shown.stdout + shown.stderr
-    assert as_json.returncode in (0, 1, 3), as_json.stdout + as_json.stderr
-    return as_json.returncode, json.loads(as_json.stdout), shown.stdout
+    return analysis_report(["canary", "analyze", "--prometheus", stack.prometheus_url,
+                            "--judge-config", str(config_path), "--inference-log",
+                            str(log_dir), "--pushgateway", stack.pushgateway_url], timeout=120)
 
 
 def classes(report: dict) -> dict[str, str]:

@@ -225,17 +225,23 @@ def test_two_steps_at_once_act_once(tmp_path: Path) -> None:
     assert first.store.read().phase is Phase.AWAITING_APPROVAL
 
 
-def test_a_step_killed_mid_canary_is_resumed_by_the_next(tmp_path: Path) -> None:
-    """A step took the lock to move the canary to 25% and died: its lease expires, the next
-    step finishes that step (one scale, recorded as resumed) and goes on."""
+def died_moving_the_canary_to_25(tmp_path: Path, **state: object) -> Lifecycle:
+    """A lifecycle whose step took the lock to move the canary from 5% to 25% and died (its
+    lease has expired), with ``state`` set; the world passes the next two canary looks."""
     store = FileStateStore(tmp_path / "state.json")
-    state = store.write(LifecycleState(phase=Phase.CANARY, cycle=1, champion="churn:v0",
-                                       challenger="churn:c1", canary_step=0))
+    written = store.write(LifecycleState(phase=Phase.CANARY, cycle=1, champion="churn:v0",
+                                         challenger="churn:c1", canary_step=0, **state))
     dead = Intent(action="step_canary", owner="dead-pod:7", started_at=stamp(),
                   lease_until=lease_until(-1), args={"reason": "canary passed at 5%",
                                                      "evidence": {}, "step": 1})
-    store.write(state.model_copy(update={"intent": dead}))
-    loop = lifecycle(tmp_path, ScriptedWorld(canary=["pass", "pass"]))
+    store.write(written.model_copy(update={"intent": dead}))
+    return lifecycle(tmp_path, ScriptedWorld(canary=["pass", "pass"]))
+
+
+def test_a_step_killed_mid_canary_is_resumed_by_the_next(tmp_path: Path) -> None:
+    """A step took the lock to move the canary to 25% and died: its lease expires, the next
+    step finishes that step (one scale, recorded as resumed) and goes on."""
+    loop = died_moving_the_canary_to_25(tmp_path)
     outcome = loop.step()
     assert outcome.moved[0] == "canary -> canary (resumed)"
     assert loop.platform.edits == ["step_canary 25", "step_canary 50"]
@@ -311,15 +317,7 @@ def test_each_canary_step_is_judged_only_on_its_own_traffic(tmp_path: Path) -> N
 
 def test_a_paused_lifecycle_finishes_the_interrupted_action_and_goes_no_further(
         tmp_path: Path) -> None:
-    store = FileStateStore(tmp_path / "state.json")
-    state = store.write(LifecycleState(phase=Phase.CANARY, cycle=1, champion="churn:v0",
-                                       challenger="churn:c1", canary_step=0, paused=True,
-                                       paused_reason="freeze"))
-    dead = Intent(action="step_canary", owner="dead-pod:7", started_at=stamp(),
-                  lease_until=lease_until(-1), args={"reason": "canary passed at 5%",
-                                                     "evidence": {}, "step": 1})
-    store.write(state.model_copy(update={"intent": dead}))
-    loop = lifecycle(tmp_path, ScriptedWorld(canary=["pass", "pass"]))
+    loop = died_moving_the_canary_to_25(tmp_path, paused=True, paused_reason="freeze")
     outcome = loop.step()
     assert outcome.moved == ["canary -> canary (resumed)"]
     assert outcome.waiting == "paused: freeze"

@@ -11,7 +11,6 @@ the churn-model ConfigMap), and `churn shadow analyze` judges the pairs the infe
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ import pandas as pd
 import pytest
 
 from kernel.inference_log import read_inference_log
-from tests.servers import REPO, customer_bodies, frame_of, serve_model
+from tests.servers import REPO, analysis_report, customer_bodies, frame_of, serve_model
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 REQUESTS = 2000
@@ -96,15 +95,8 @@ def logged(server, expected: int, timeout: float = 60) -> pd.DataFrame:
 
 def analyze(log_dir: Path) -> tuple[int, dict, str]:
     """`churn shadow analyze` as an operator runs it: exit code, JSON report, the table."""
-    command = [sys.executable, "-m", "churn_cli", "shadow", "analyze", "--inference-log",
-               str(log_dir), "--window", "1h", "--no-push"]
-    as_json = subprocess.run([*command, "--json"], cwd=REPO, capture_output=True, text=True,
-                             timeout=300)
-    shown = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
-    print(shown.stdout)  # the verdict table, shown with pytest -rP
-    assert as_json.returncode == shown.returncode, shown.stdout + shown.stderr
-    assert as_json.returncode in (0, 1, 3), as_json.stdout + as_json.stderr
-    return as_json.returncode, json.loads(as_json.stdout), shown.stdout
+    return analysis_report(["shadow", "analyze", "--inference-log", str(log_dir), "--window",
+                            "1h", "--no-push"], timeout=300)
 
 
 def champion_probabilities(entry, contract, bodies: list[dict]) -> np.ndarray:
