@@ -1,9 +1,10 @@
 """Inference-log benchmark: ``python -m bench.inference_log`` (``--serve 30`` for a real log).
 
-What a record costs on disk as JSON lines and after compaction to Parquet (zstd, what
-``churn log compact`` writes), next to the alternatives weighed (Parquet snappy/gzip, JSON lines
-compressed whole); compaction CPU (records per CPU second); reading a window back as JSON and
-as Parquet (time, peak RSS of a fresh process); and what a day costs at 100 and 2,000 req/s.
+What a record costs on disk as the writer writes it (an Arrow stream, lz4) and after compaction
+to Parquet (zstd, what ``churn log compact`` writes), next to the alternatives weighed (Parquet
+snappy/gzip, the Arrow stream uncompressed or zstd); compaction CPU (records per CPU second);
+reading a window back as written and as Parquet (time, peak RSS of a fresh process); and what a
+day costs at 100 and 2,000 req/s.
 
 The log is written by the service's own ``InferenceLogWriter``: by default with records shaped
 like ``/predict`` traffic (adaptive batches of 1-8 rows sharing a timestamp, a fresh request id
@@ -90,10 +91,9 @@ def alternatives(directory: Path, records: int) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from kernel.inference_log import json_lines_table, list_log_files
+    from kernel.inference_log import list_log_files, read_log_file
 
-    data = b"".join(f.json_path.read_bytes() for f in list_log_files(directory))
-    table = json_lines_table(data, "bench")
+    table = pa.concat_tables([read_log_file(f) for f in list_log_files(directory)])
     out = {}
     for codec in ("snappy", "gzip", "zstd"):
         sink = io.BytesIO()
@@ -101,13 +101,16 @@ def alternatives(directory: Path, records: int) -> dict:
         pq.write_table(table, sink, compression=codec)
         out[f"parquet_{codec}"] = {"bytes_per_record": round(sink.tell() / records, 1),
                                    "cpu_seconds": round(time.process_time() - started, 2)}
-    for codec in ("gzip", "zstd"):
+    for codec in (None, "zstd"):
         sink = pa.BufferOutputStream()
         started = time.process_time()
-        with pa.CompressedOutputStream(sink, codec) as stream:
-            stream.write(data)
-        out[f"jsonl_{codec}"] = {"bytes_per_record": round(sink.getvalue().size / records, 1),
-                                 "cpu_seconds": round(time.process_time() - started, 2)}
+        options = pa.ipc.IpcWriteOptions(compression=codec)
+        with pa.ipc.new_stream(sink, table.schema, options=options) as stream:
+            for batch in table.to_batches(max_chunksize=10_000):
+                stream.write_batch(batch)
+        out[f"arrows_{codec or 'none'}"] = {
+            "bytes_per_record": round(sink.getvalue().size / records, 1),
+            "cpu_seconds": round(time.process_time() - started, 2)}
     return out
 
 
@@ -130,11 +133,11 @@ def measure(directory: Path) -> dict:
 
     files = list_log_files(directory)
     records = len(read_inference_log(directory, columns=["customer_id"]))
-    json_bytes = sum(f.size for f in files)
+    written_bytes = sum(f.size for f in files)
     out: dict = {"records": records, "files": len(files),
-                 "jsonl_bytes_per_record": round(json_bytes / records, 1)}
+                 "written_bytes_per_record": round(written_bytes / records, 1)}
     out["alternatives"] = alternatives(directory, records)
-    out["read_jsonl"] = read_back(directory)
+    out["read_written"] = read_back(directory)
     started = time.process_time()
     done = [compact(f) for f in files]
     cpu = time.process_time() - started
@@ -142,11 +145,11 @@ def measure(directory: Path) -> dict:
     parquet_bytes = sum(f.size for f in list_log_files(directory))
     out["parquet_zstd_bytes_per_record"] = round(parquet_bytes / records, 1)
     out["compaction"] = {"cpu_seconds": round(cpu, 2), "records_per_cpu_second": round(
-        records / cpu), "ratio": round(json_bytes / parquet_bytes, 1)}
+        records / cpu), "ratio": round(written_bytes / parquet_bytes, 1)}
     out["read_parquet"] = read_back(directory)
     out["per_day"] = {
         f"{rate}_req_s": {"records": rate * DAY,
-                          "jsonl_gb": round(rate * DAY * json_bytes / records / 1e9, 2),
+                          "written_gb": round(rate * DAY * written_bytes / records / 1e9, 2),
                           "parquet_gb": round(rate * DAY * parquet_bytes / records / 1e9, 2)}
         for rate in RATES}
     return out
@@ -154,19 +157,20 @@ def measure(directory: Path) -> dict:
 
 def report(results: dict) -> None:
     print(f"{results['records']:,} records in {results['files']} files")
-    print(f"JSON lines: {results['jsonl_bytes_per_record']} B/record; Parquet zstd: "
+    print(f"as written (Arrow stream, lz4): {results['written_bytes_per_record']} B/record; "
+          "Parquet zstd: "
           f"{results['parquet_zstd_bytes_per_record']} B/record "
           f"({results['compaction']['ratio']}x smaller)")
     for name, alt in results["alternatives"].items():
         print(f"  {name:<15} {alt['bytes_per_record']:>6} B/record  {alt['cpu_seconds']} s CPU")
     print(f"compaction: {results['compaction']['records_per_cpu_second']:,} records per CPU "
           f"second")
-    for form in ("jsonl", "parquet"):
+    for form in ("written", "parquet"):
         r = results[f"read_{form}"]
         print(f"read back as {form}: {r['seconds']} s, peak RSS {r['peak_rss_mib']} MiB")
     for rate, day in results["per_day"].items():
         print(f"a day at {rate.replace('_', ' ').replace('req s', 'req/s')}: "
-              f"{day['records']:,} records, {day['jsonl_gb']} GB as JSON lines, "
+              f"{day['records']:,} records, {day['written_gb']} GB as written, "
               f"{day['parquet_gb']} GB as Parquet")
 
 

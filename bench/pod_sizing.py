@@ -27,6 +27,7 @@ import psutil
 from bench.harness import run_benchmark
 from bench.loadgen import encode_post, run_load
 from bench.serving import customer_bodies, service_server
+from kernel.inference_log import list_log_files, read_log_file
 
 MIB = 1024 * 1024
 
@@ -82,9 +83,9 @@ class TreeSampler:
 
 
 def log_bytes_per_record(directory: Path) -> dict:
-    files = sorted(directory.glob("inferences-*.jsonl"))
-    size = sum(f.stat().st_size for f in files)
-    records = sum(sum(1 for _ in f.open("rb")) for f in files)
+    files = list_log_files(directory)
+    size = sum(f.size for f in files)
+    records = sum(len(read_log_file(f) or []) for f in files)
     return {"files": len(files), "records": records, "bytes": size,
             "bytes_per_record": round(size / records, 1) if records else None}
 

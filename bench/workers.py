@@ -16,7 +16,6 @@ Results: bench/results/workers-*.json, with the load average (the machine is sha
 from __future__ import annotations
 
 import os
-import re
 import threading
 import time
 from collections import Counter
@@ -28,8 +27,7 @@ import psutil
 from bench.harness import run_benchmark
 from bench.loadgen import encode_post, run_load
 from bench.serving import customer_bodies, service_server
-
-LOG_FILE = re.compile(r"inferences-\d{8}T\d{6}-(\d+)-\d+\.jsonl$")
+from kernel.inference_log import list_log_files, read_log_file
 
 
 def connections_per_worker(server_pid: int, port: int) -> dict[int, int]:
@@ -48,10 +46,8 @@ def connections_per_worker(server_pid: int, port: int) -> dict[int, int]:
 def records_per_worker(log_dir: Path) -> dict[int, int]:
     """Inference-log records written by each worker pid (one per answered /predict)."""
     counts: Counter[int] = Counter()
-    for path in log_dir.glob("inferences-*.jsonl"):
-        match = LOG_FILE.search(path.name)
-        if match:
-            counts[int(match.group(1))] += sum(1 for _ in path.open("rb"))
+    for log_file in list_log_files(log_dir):
+        counts[log_file.name.pid] += len(read_log_file(log_file) or [])
     return dict(counts)
 
 

@@ -1,18 +1,19 @@
 """Compaction and retention of the inference log: what ``churn log compact`` does.
 
-**Compaction**: a closed JSON-lines file (``LogFile.closed``: sealed by its writer, or older
-than any writer keeps a file open) becomes a Parquet twin with the same stem, in steps that a
-crash at any point leaves readable, with every record counted once:
+**Compaction**: a closed written file (an Arrow stream, or JSON lines from older writers;
+``LogFile.closed``: sealed by its writer, or older than any writer keeps a file open) becomes a
+Parquet twin with the same stem, in steps that a crash at any point leaves readable, with every
+record counted once:
 
 1. write the Parquet file under a hidden temporary name (``.inferences-...tmp``, which no
-   reader lists), fsync it, and give it the JSON file's modification time;
+   reader lists), fsync it, and give it the written file's modification time;
 2. hard-link it to its final name: a link never replaces a file, so of two runs compacting the
    same file at once exactly one succeeds and counts it; the other drops its copy;
-3. fsync the folder, delete the JSON file, fsync the folder again.
+3. fsync the folder, delete the written file, fsync the folder again.
 
-A crash before 2 leaves the JSON file (compacted again next run) and a temporary file (removed
-once older than ``STALE_TEMP_AGE``); after 2, both forms (readers take the Parquet twin, the
-next run deletes the JSON file).
+A crash before 2 leaves the written file (compacted again next run) and a temporary file
+(removed once older than ``STALE_TEMP_AGE``); after 2, both forms (readers take the Parquet
+twin, the next run deletes the written file).
 
 **Retention** (``plan_retention``, pure): remove closed files whose last record is older than
 ``max_age``; then, while the folder is over ``max_bytes``, the oldest closed files, but never
@@ -42,9 +43,10 @@ from kernel.inference_log import (
     PARQUET_SUFFIX,
     PREFIX,
     LogFile,
-    json_lines_table,
+    LogFileName,
     list_log_files,
     writer_host,
+    written_table,
 )
 from monitoring.config import MonitoringConfig, parse_window
 
@@ -81,40 +83,39 @@ class RetentionPolicy:
 @dataclass(frozen=True)
 class Compaction:
     """What compacting one file did. ``outcome``: ``compacted`` (by this run), ``finished`` (an
-    interrupted run had made the twin; the JSON file is now deleted), ``empty`` (no record:
+    interrupted run had made the twin; the written file is now deleted), ``empty`` (no record:
     deleted), ``raced`` (another run compacted or removed it first)."""
 
     stem: str
     outcome: Literal["compacted", "finished", "empty", "raced"]
     records: int = 0
-    json_bytes: int = 0
+    written_bytes: int = 0
     parquet_bytes: int = 0
 
 
 def compact(log_file: LogFile) -> Compaction:
-    """Turn a closed JSON-lines file into its Parquet twin (steps: module docstring).
+    """Turn a closed written file into its Parquet twin (steps: module docstring).
 
-    Raises OSError when the disk fails (the JSON file is then kept), InferenceLogError when its
-    records cannot form one table.
+    Raises OSError when the disk fails (the written file is then kept), InferenceLogError when
+    its records cannot form one table.
     """
     import pyarrow.parquet as pq
 
-    source = log_file.json_path
+    source = log_file.written_path
     if source is None:
-        raise ValueError(f"{log_file.stem} has no JSON-lines form to compact")
+        raise ValueError(f"{log_file.stem} has no written form to compact")
     twin = source.with_suffix(PARQUET_SUFFIX)
     folder = source.parent
     if twin.exists():
         return Compaction(log_file.stem, "finished" if _unlink(source) else "raced")
     try:
         info = source.stat()
-        data = source.read_bytes()
+        table = written_table(source)
     except FileNotFoundError:
         return Compaction(log_file.stem, "raced")
-    table = json_lines_table(data, str(source))
     if table is None:
         return Compaction(log_file.stem, "empty" if _unlink(source) else "raced",
-                          json_bytes=info.st_size)
+                          written_bytes=info.st_size)
     # Unique per attempt: runs in other pods, processes or threads never share one.
     temp = folder / (f"{TEMP_PREFIX}{log_file.stem.removeprefix(PREFIX)}{PARQUET_SUFFIX}."
                      f"{writer_host()}-{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}")
@@ -124,7 +125,7 @@ def compact(log_file: LogFile) -> Compaction:
             out.flush()
             os.fsync(out.fileno())
             parquet_bytes = os.fstat(out.fileno()).st_size
-        # The twin keeps the JSON file's time: retention and the reader bound records by it.
+        # The twin keeps the written file's time: retention and the reader bound records by it.
         os.utime(temp, ns=(info.st_atime_ns, info.st_mtime_ns))
         won = _link(temp, twin)
     finally:
@@ -135,7 +136,7 @@ def compact(log_file: LogFile) -> Compaction:
     if not won:
         return Compaction(log_file.stem, "raced")
     return Compaction(log_file.stem, "compacted", records=table.num_rows,
-                      json_bytes=info.st_size, parquet_bytes=parquet_bytes)
+                      written_bytes=info.st_size, parquet_bytes=parquet_bytes)
 
 
 def _link(temp: Path, final: Path) -> bool:
@@ -230,7 +231,7 @@ def plan_retention(files: Sequence[LogFile], other_bytes: int, policy: Retention
 
 def remove_log_file(log_file: LogFile) -> bool:
     """Delete both forms; False when another run had already deleted them."""
-    removed = [_unlink(p) for p in (log_file.parquet_path, log_file.json_path) if p]
+    removed = [_unlink(p) for p in (log_file.parquet_path, log_file.written_path) if p]
     return any(removed)
 
 
@@ -242,7 +243,7 @@ def stale_temp_files(directory: Path, now: datetime) -> list[tuple[Path, int, bo
             info = path.stat()
         except FileNotFoundError:
             continue
-        # ctime, not mtime: the temporary file is given the (older) JSON file's mtime.
+        # ctime, not mtime: the temporary file is given the (older) written file's mtime.
         age = now - datetime.fromtimestamp(info.st_ctime, now.tzinfo)
         found.append((path, info.st_size, age > STALE_TEMP_AGE))
     return found
@@ -270,12 +271,12 @@ class MaintenanceResult:
 
 def maintain_log(directory: Path, policy: RetentionPolicy, now: datetime,
                  dry_run: bool = False) -> MaintenanceResult:
-    """Compact every closed JSON-lines file, then apply retention. A file that cannot be
+    """Compact every closed written file, then apply retention. A file that cannot be
     compacted is kept as it is and named in ``failures``; the others go on."""
     directory = Path(directory)
     result = MaintenanceResult(dry_run=dry_run)
     for log_file in list_log_files(directory):
-        if log_file.json_path is None or not log_file.closed(now):
+        if log_file.written_path is None or not log_file.closed(now):
             continue
         if dry_run:
             result.to_compact.append(log_file.stem)
@@ -283,7 +284,7 @@ def maintain_log(directory: Path, policy: RetentionPolicy, now: datetime,
         try:
             result.compactions.append(compact(log_file))
         except Exception as exc:  # noqa: BLE001 - one bad file must not stop the others
-            log.error("could not compact %s: %s", log_file.json_path, exc)
+            log.error("could not compact %s: %s", log_file.written_path, exc)
             result.failures.append(f"{log_file.stem}: {type(exc).__name__}: {exc}")
 
     temps = stale_temp_files(directory, now)
@@ -300,7 +301,7 @@ def maintain_log(directory: Path, policy: RetentionPolicy, now: datetime,
         for reason, removed in result.removed.items():
             result.removed[reason] = [f for f in removed if remove_log_file(f)]
         files = list_log_files(directory)
-    for form in ("jsonl", "parquet"):
+    for form in ("arrows", "jsonl", "parquet"):
         sizes = [_form_size(f, form) for f in files]
         result.files_after[form] = sum(1 for s in sizes if s is not None)
         result.bytes_after[form] = sum(s for s in sizes if s is not None)
@@ -314,7 +315,9 @@ def maintain_log(directory: Path, policy: RetentionPolicy, now: datetime,
 
 
 def _form_size(log_file: LogFile, form: str) -> int | None:
-    path = log_file.json_path if form == "jsonl" else log_file.parquet_path
+    path = log_file.parquet_path if form == "parquet" else log_file.written_path
+    if path is not None and form != "parquet" and LogFileName.parse(path.name).form != form:
+        return None
     try:
         return path.stat().st_size if path is not None else None
     except FileNotFoundError:
@@ -330,7 +333,7 @@ def summary_line(result: MaintenanceResult) -> str:
     else:
         done = result.compacted()
         head = (f"compacted {len(done)} files ({sum(c.records for c in done):,} records, "
-                f"{_size(sum(c.json_bytes for c in done))} -> "
+                f"{_size(sum(c.written_bytes for c in done))} -> "
                 f"{_size(sum(c.parquet_bytes for c in done))})")
     removed = "; ".join(
         f"{verb} {len(files)} by {reason} ({_size(sum(f.size for f in files))})"
@@ -375,7 +378,7 @@ def maintenance_registry(result: MaintenanceResult, now: float) -> CollectorRegi
     gauge("churn_inference_log_compacted_records",
           "records in the files compacted by the last run").set(sum(c.records for c in done))
     gauge("churn_inference_log_compaction_failures",
-          "closed files the last run could not compact (kept as JSON lines)").set(
+          "closed files the last run could not compact (kept as written)").set(
               len(result.failures))
     files = gauge("churn_inference_log_removed_files", "files removed by the last run",
                   ["reason"])

@@ -69,7 +69,7 @@ def inference_log(trained_entry, tmp_path_factory):
     """Four files of the last day: drifted and undrifted customers, one file scored by an older
     model version (rescored by the job), one compacted to Parquet, one record that breaks the
     contract; and one file from two days ago (outside the window)."""
-    from kernel.inference_log import list_log_files
+    from kernel.inference_log import list_log_files, read_log_file
     from monitoring.log_retention import compact
 
     directory = tmp_path_factory.mktemp("inference_log")
@@ -81,12 +81,13 @@ def inference_log(trained_entry, tmp_path_factory):
     compact(list_log_files(directory)[0])
     old = generate_customers(GeneratorConfig(rows=300, seed=619))
     log_predictions(directory, trained_entry, old, now - timedelta(days=2))
-    newest = max(directory.glob("*.jsonl"), key=lambda p: p.stat().st_mtime)
-    record = orjson.loads(newest.read_bytes().splitlines()[0])
+    newest = max(list_log_files(directory), key=lambda f: f.modified)
+    record = read_log_file(newest).slice(0, 1).to_pylist()[0]
     record["plan"] = "platinum"  # outside the contract's closed set
     opened = now - timedelta(minutes=5)
     record["timestamp"] = opened.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     stamp = opened.strftime("%Y%m%dT%H%M%S")
+    # A JSON-lines file, as older writers wrote: a folder may hold both forms.
     (directory / f"inferences-{stamp}-manual-1-1.jsonl").write_bytes(orjson.dumps(record) + b"\n")
     return directory
 

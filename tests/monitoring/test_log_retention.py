@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import orjson
 import pandas as pd
 import pytest
 import yaml
@@ -51,7 +52,7 @@ def _block(n: int, start: int = 0, timestamp: str | None = None) -> LogBlock:
     )
 
 
-def _write_log(directory: Path, blocks: int = 6, rows: int = 40, rotate_bytes: int = 8_000,
+def _write_log(directory: Path, blocks: int = 6, rows: int = 40, rotate_bytes: int = 4_000,
                **kwargs) -> InferenceLogWriter:
     writer = InferenceLogWriter(directory, model_tag="m:v1", model_version="v1",
                                 boolean_features=["auto_renew_enabled"],
@@ -66,7 +67,7 @@ def _policy(**kwargs) -> RetentionPolicy:
                               "protected": timedelta(hours=24), **kwargs})
 
 
-def test_json_and_parquet_give_the_same_frame(tmp_path):
+def test_written_and_parquet_give_the_same_frame(tmp_path):
     _write_log(tmp_path).close()
     as_json = read_inference_log(tmp_path)
     assert len(as_json) == 240 and len(list_log_files(tmp_path)) >= 4
@@ -88,13 +89,33 @@ def test_json_and_parquet_give_the_same_frame(tmp_path):
         "timestamp", "customer_id", "churn_probability"]
 
 
+def test_json_lines_of_an_older_writer_are_compacted_and_counted_by_form(tmp_path):
+    """A folder written before the Arrow stream: its JSON lines compact to the same records."""
+    _write_log(tmp_path, blocks=1, rows=10).close()
+    arrow = read_inference_log(tmp_path)
+    records = arrow.assign(timestamp=arrow["timestamp"].map(lambda t: t.isoformat()))
+    old = tmp_path / "inferences-20261130T120000-old-pod-7-1.jsonl"
+    old.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records.to_dict("records")))
+    os.utime(old, (time.time(), time.time()))
+    old.chmod(0o444)  # sealed by its writer
+    before = maintain_log(tmp_path, _policy(), datetime.now(UTC), dry_run=True)
+    assert before.files_after == {"arrows": 1, "jsonl": 1, "parquet": 0}
+    result = maintain_log(tmp_path, _policy(), datetime.now(UTC))
+    assert sorted((c.outcome, c.records) for c in result.compactions) == [
+        ("compacted", 10), ("compacted", 10)]
+    assert result.files_after == {"arrows": 0, "jsonl": 0, "parquet": 2}
+    both = read_inference_log(tmp_path)
+    assert len(both) == 20
+    assert both["customer_id"].tolist() == arrow["customer_id"].tolist() * 2
+
+
 def test_a_file_still_open_is_never_compacted(tmp_path):
     writer = _write_log(tmp_path, blocks=1, rows=10, flush_seconds=0.1)
     time.sleep(0.5)
     (open_file,) = list_log_files(tmp_path)
     result = maintain_log(tmp_path, _policy(max_bytes=1), datetime.now(UTC))
     assert result.compactions == [] and result.removed == {"age": [], "size": []}
-    assert open_file.json_path.exists()  # over the size limit, yet open and protected
+    assert open_file.written_path.exists()  # over the size limit, yet open and protected
     writer.log(_block(5, start=10))
     writer.close()
     result = maintain_log(tmp_path, _policy(), datetime.now(UTC))
@@ -102,12 +123,12 @@ def test_a_file_still_open_is_never_compacted(tmp_path):
     assert len(read_inference_log(tmp_path)) == 15
 
 
-def test_a_dead_writers_file_is_compacted_once_old_without_its_torn_line(tmp_path):
+def test_a_dead_writers_file_is_compacted_once_old_without_its_torn_batch(tmp_path):
     _write_log(tmp_path, blocks=1, rows=10).close()
     (log_file,) = list_log_files(tmp_path)
-    os.chmod(log_file.json_path, 0o644)  # what a writer that died leaves: never sealed
-    with log_file.json_path.open("ab") as handle:
-        handle.write(b'{"timestamp": "2026-')  # and a line cut by the crash
+    path = log_file.written_path
+    os.chmod(path, 0o644)  # what a writer that died leaves: never sealed, no end marker,
+    path.write_bytes(path.read_bytes()[:-8] + b"\xff\xff\xff\xff\x10\x02")  # a torn batch
     assert maintain_log(tmp_path, _policy(), datetime.now(UTC)).compactions == []
     later = log_file.name.opened + timedelta(hours=2)
     result = maintain_log(tmp_path, _policy(max_age=timedelta(days=365)), later)
@@ -119,18 +140,18 @@ def test_an_interrupted_compaction_counts_every_record_once(tmp_path):
     _write_log(tmp_path).close()
     before = read_inference_log(tmp_path)
     first = list_log_files(tmp_path)[0]
-    json_copy = first.json_path.read_bytes()
+    written = first.written_path.read_bytes()
     compact(first)
-    # The state after a crash between the rename and the JSON file's deletion: both forms,
+    # The state after a crash between the rename and the written file's deletion: both forms,
     # and a half-written temporary file of another crashed run.
-    first.json_path.write_bytes(json_copy)
+    first.written_path.write_bytes(written)
     temp = tmp_path / f".{first.stem}.parquet.other-1.tmp"
     temp.write_bytes(b"PAR1 half")
     pd.testing.assert_frame_equal(read_inference_log(tmp_path), before)
 
     result = maintain_log(tmp_path, _policy(), datetime.now(UTC))
     assert result.compactions[0].outcome == "finished"
-    assert not first.json_path.exists() and temp.exists()  # a temp file may be in use
+    assert not first.written_path.exists() and temp.exists()  # a temp file may be in use
     result = maintain_log(tmp_path, _policy(), datetime.now(UTC) + timedelta(hours=2))
     assert result.removed_temp_files == 1 and not temp.exists()
     pd.testing.assert_frame_equal(read_inference_log(tmp_path), before)

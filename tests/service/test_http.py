@@ -251,5 +251,5 @@ def test_sigterm_writes_every_prediction_to_the_inference_log(server, bodies):
     log = read_inference_log(server.log_dir)
     assert len(log) == served  # everything the module's server answered, not just this test's
     assert {f"last-{i}" for i in range(300)} <= set(log["request_id"])
-    pids = {LogFileName.parse(p.name).pid for p in server.log_dir.glob("inferences-*.jsonl")}
+    pids = {LogFileName.parse(p.name).pid for p in server.log_dir.glob("inferences-*.arrows")}
     assert len(pids) == 2, "both workers served and flushed their own file"

@@ -175,8 +175,9 @@ class PodRun:
 
     @property
     def records(self) -> list[dict]:
-        return [json.loads(line) for path in sorted(self.log_dir.glob("inferences-*.jsonl"))
-                for line in path.read_text().splitlines()]
+        from kernel.inference_log import read_inference_log
+
+        return read_inference_log(self.log_dir).to_dict("records")
 
 
 def _chown_tree(root: Path, uid: int, gid: int) -> None:

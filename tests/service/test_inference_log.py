@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import orjson
+import pyarrow as pa
 import pytest
 
 from kernel.inference_log import (
@@ -16,6 +17,7 @@ from kernel.inference_log import (
     LogFileName,
     list_log_files,
     read_inference_log,
+    read_log_file,
 )
 from service.config import InferenceLogConfig
 from service.inference_log import InferenceLogWriter, LogBlock, utc_timestamp
@@ -72,11 +74,11 @@ def test_a_value_shared_by_every_row_is_written_into_every_record(tmp_path):
 
 
 def test_rotates_by_size_and_never_reopens_a_file(tmp_path):
-    writer = _writer(tmp_path, rotate_bytes=20_000)
+    writer = _writer(tmp_path, rotate_bytes=8_000)
     for _ in range(10):
         writer.log(_block(100))
     writer.close()
-    files = sorted(tmp_path.glob("inferences-*.jsonl"))
+    files = sorted(tmp_path.glob("inferences-*.arrows"))
     assert len(files) >= 5
     names = [LogFileName.parse(f.name) for f in files]
     assert {(n.host, n.pid) for n in names} == {(writer.host, os.getpid())}
@@ -101,21 +103,48 @@ def test_full_queue_drops_and_counts_instead_of_blocking(tmp_path):
     assert len(read_inference_log(tmp_path)) + writer.dropped == 50 * 600
 
 
-def test_reader_skips_a_truncated_last_line_and_filters_time(tmp_path):
+def test_reader_skips_a_truncated_last_batch_and_filters_time(tmp_path):
     now = datetime.now(UTC)
-    writer = _writer(tmp_path)
+    writer = _writer(tmp_path, flush_seconds=0.1)
     writer.log(_block(10, timestamp=(now - timedelta(minutes=2)).isoformat()))
+    time.sleep(0.3)  # its own batch
     writer.log(_block(10, timestamp=now.isoformat()))
     writer.close()
-    (path,) = tmp_path.glob("inferences-*.jsonl")
-    path.chmod(0o644)  # unseal: as if the writer had crashed mid-line
-    with path.open("ab") as handle:
-        handle.write(orjson.dumps({"timestamp": now.isoformat()})[:-5])  # a crash mid-line
+    (path,) = tmp_path.glob("inferences-*.arrows")
+    whole = path.read_bytes()
+    stream = pa.ipc.open_stream(whole)
+    batch = stream.read_next_batch()
+    sink = pa.BufferOutputStream()
+    copy = pa.ipc.new_stream(sink, stream.schema)
+    schema_bytes = sink.tell()
+    copy.write_batch(batch)  # the bytes of one batch message, as the writer writes them
+    batch_bytes = sink.getvalue().to_pybytes()[schema_bytes:]
+    path.chmod(0o644)  # unseal: as if the writer had crashed in the middle of a third batch
+    path.write_bytes(whole[:-8] + batch_bytes[:len(batch_bytes) // 2])  # no end marker either
     assert len(read_inference_log(tmp_path)) == 20
     assert len(read_inference_log(tmp_path, start=now - timedelta(minutes=1))) == 10
     assert len(read_inference_log(tmp_path, end=now - timedelta(minutes=1))) == 10
     assert len(read_inference_log(tmp_path, end=now - timedelta(hours=1))) == 0
     assert read_inference_log(tmp_path / "nothing").empty
+
+
+def test_json_lines_files_of_older_writers_still_read_alike(tmp_path):
+    """Writers before the Arrow stream wrote one JSON object per line: a folder may hold both
+    forms, read into one frame with the same types (a truncated last line skipped)."""
+    writer = _writer(tmp_path)
+    writer.log(_block(4))
+    writer.close()
+    arrow = read_inference_log(tmp_path)
+    records = arrow.assign(timestamp=arrow["timestamp"].map(lambda t: t.isoformat()))
+    lines = b"".join(orjson.dumps(r) + b"\n" for r in records.to_dict("records"))
+    old = tmp_path / "inferences-20261130T120000-old-pod-7-1.jsonl"
+    old.write_bytes(lines + lines[:40])  # a crash mid-line
+    both = read_inference_log(tmp_path)
+    assert len(both) == 8
+    first, again = both.iloc[:4].reset_index(drop=True), both.iloc[4:].reset_index(drop=True)
+    assert first.equals(again) or first.astype(str).equals(again.astype(str))
+    assert again["auto_renew_enabled"].tolist() == arrow["auto_renew_enabled"].tolist()
+    assert again["unseen_categories"].tolist() == [["region"], [], [], ["region"]]
 
 
 def test_file_names_carry_the_pod_name_even_with_hyphens_and_old_names_still_parse(
@@ -125,10 +154,10 @@ def test_file_names_carry_the_pod_name_even_with_hyphens_and_old_names_still_par
     writer = _writer(tmp_path)
     writer.log(_block(10))
     writer.close()
-    (path,) = tmp_path.glob("inferences-*.jsonl")
+    (path,) = tmp_path.glob("inferences-*.arrows")
     name = LogFileName.parse(path.name)
     assert (name.host, name.pid, name.number, name.form) == (
-        "churn-service-7d9f8b-x2k9p", os.getpid(), 1, "jsonl")
+        "churn-service-7d9f8b-x2k9p", os.getpid(), 1, "arrows")
     assert abs(name.opened - datetime.now(UTC)) < timedelta(minutes=1)
 
     monkeypatch.setenv("POD_NAME", "web 1/../x")  # one path segment whatever the variable
@@ -136,7 +165,7 @@ def test_file_names_carry_the_pod_name_even_with_hyphens_and_old_names_still_par
     # A StatefulSet pod ends in digits; names of the pid-only era have no host at all.
     assert LogFileName.parse("inferences-20261130T120000-churn-0-17-3.parquet").host == "churn-0"
     old = LogFileName.parse("inferences-20261130T120000-4242-7.jsonl")
-    assert (old.host, old.pid, old.number) == ("", 4242, 7)
+    assert (old.host, old.pid, old.number, old.form) == ("", 4242, 7, "jsonl")
     assert LogFileName.parse("inferences-20261130T120000-4242.jsonl") is None
     assert LogFileName.parse(".inferences-20261130T120000-h-1-1.parquet.h-1.tmp") is None
 
@@ -152,8 +181,7 @@ def test_two_writers_with_one_host_and_pid_never_share_a_file(tmp_path):
     files = list_log_files(tmp_path)
     assert len(files) == 2
     for log_file in files:
-        ids = {orjson.loads(line)["request_id"]
-               for line in log_file.json_path.read_bytes().splitlines()}
+        ids = set(read_log_file(log_file).column("request_id").to_pylist())
         assert len(ids) == 1  # each file holds one writer's records only
     assert len(read_inference_log(tmp_path)) == 20
 
@@ -180,7 +208,7 @@ def test_a_file_deleted_while_open_is_not_written_to_again(tmp_path):
     writer = _writer(tmp_path, flush_seconds=0.1)
     writer.log(_block(10))
     time.sleep(0.4)
-    (first,) = tmp_path.glob("inferences-*.jsonl")
+    (first,) = tmp_path.glob("inferences-*.arrows")
     first.unlink()  # by hand, or a compactor told the wrong age
     writer.log(_block(7))
     writer.close()
@@ -197,9 +225,15 @@ def test_dates_in_text_fields_stay_text(tmp_path):
     writer.log(block)
     writer.close()
     frame = read_inference_log(tmp_path)
-    assert frame["customer_id"].tolist() == ["2025-01-01", "2025-01-02", "2025-01-03", "c4"]
-    assert frame["region"].tolist() == ["2025-01-01"] * 4
-    assert frame["unseen_categories"].tolist() == [["2025-01-01"]] * 4
+    records = frame.assign(timestamp=frame["timestamp"].map(lambda t: t.isoformat()))
+    old = tmp_path / "older"  # the same records as an older writer's JSON lines
+    old.mkdir()
+    (old / "inferences-20261130T120000-pod-7-1.jsonl").write_bytes(
+        b"".join(orjson.dumps(r) + b"\n" for r in records.to_dict("records")))
+    for read in (frame, read_inference_log(old)):
+        assert read["customer_id"].tolist() == ["2025-01-01", "2025-01-02", "2025-01-03", "c4"]
+        assert read["region"].tolist() == ["2025-01-01"] * 4
+        assert read["unseen_categories"].tolist() == [["2025-01-01"]] * 4
 
 
 def test_writer_settings_are_capped_so_closed_files_can_be_known():
