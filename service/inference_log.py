@@ -18,8 +18,8 @@ import queue
 import stat
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -62,11 +62,14 @@ class ShadowScores:
 
 @dataclass
 class LogBlock:
-    """Predictions scored together: columns of equal length, plus per-row request ids, and the
-    shadow's answers once it has scored them (``service.shadow``)."""
+    """Predictions scored together: columns of equal length, plus per-row request ids (or one
+    shared by every row: a /predict_batch call), and the shadow's answers once it has scored
+    them (``service.shadow``). ``texts``: some of the same columns already held as Arrow text
+    (``customer_id`` and categorical features of a body Arrow decoded), written as they are
+    instead of converted from Python objects."""
 
     timestamp: str
-    request_ids: Sequence[str]
+    request_ids: Sequence[str] | str
     customer_ids: Sequence[str]
     features: dict[str, np.ndarray]
     probability: np.ndarray
@@ -74,6 +77,7 @@ class LogBlock:
     risk_level: np.ndarray
     unseen: Sequence[tuple[str, ...]]
     shadow: ShadowScores | None = None
+    texts: Mapping[str, pa.Array | pa.ChunkedArray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.customer_ids)
@@ -101,6 +105,10 @@ def _epoch_ms(stamp: str) -> int:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return round(moment.timestamp() * 1000)
+
+
+def _chunks(values: pa.Array | pa.ChunkedArray) -> list[pa.Array]:
+    return values.chunks if isinstance(values, pa.ChunkedArray) else [values]
 
 
 def _repeated(value: str, n: int) -> pa.Array:
@@ -318,6 +326,14 @@ class InferenceLogWriter:
         def text(values: Sequence | np.ndarray) -> pa.Array:
             return pa.array(values, pa.string(), from_pandas=True)
 
+        def held(name: str) -> pa.Array | None:
+            """The column as the blocks hold it in Arrow already, if they all do."""
+            if not all(name in b.texts for b in blocks):
+                return None
+            chunks = [c for b in blocks for c in _chunks(b.texts[name])]
+            array = chunks[0] if len(chunks) == 1 else pa.concat_arrays(chunks)
+            return array if len(rows) == len(array) else array.take(pa.array(rows))
+
         n = len(rows)
         stamps = column([np.full(len(b), _epoch_ms(b.timestamp), dtype=np.int64)
                          for b in blocks])
@@ -325,10 +341,20 @@ class InferenceLogWriter:
             "timestamp": pa.array(stamps, TIMESTAMP),
             "model_tag": _repeated(self.model_tag, n),
             "model_version": _repeated(self.model_version, n),
-            "request_id": text(column([b.request_ids for b in blocks])),
-            "customer_id": text(column([b.customer_ids for b in blocks])),
         }
+        requests = [b.request_ids for b in blocks]
+        if all(isinstance(r, str) for r in requests) and len(set(requests)) == 1:
+            fields["request_id"] = _repeated(requests[0], n)  # one /predict_batch call
+        else:
+            fields["request_id"] = text(column([[r] * len(b) if isinstance(r, str) else r
+                                                for b, r in zip(blocks, requests, strict=True)]))
+        ids = held("customer_id")
+        fields["customer_id"] = ids if ids is not None else text(
+            column([b.customer_ids for b in blocks]))
         for name in blocks[0].features:
+            if (arrow := held(name)) is not None:
+                fields[name] = arrow
+                continue
             values = column([b.features[name] for b in blocks])
             if name in self.boolean_features:  # received as 0/1 (NaN: missing)
                 fields[name] = pc.not_equal(pa.array(values, pa.float64(), from_pandas=True), 0)

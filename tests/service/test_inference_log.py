@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import orjson
+import pandas as pd
 import pyarrow as pa
 import pytest
 
@@ -71,6 +72,27 @@ def test_a_value_shared_by_every_row_is_written_into_every_record(tmp_path):
     assert set(frame["request_id"]) == {"only"}
     assert all(u == [] for u in frame["unseen_categories"])
     assert list(frame["customer_id"]) == [f"c{i}" for i in range(300)]
+
+
+def test_columns_held_as_arrow_and_one_shared_request_id_write_the_same_records(tmp_path):
+    """A /predict_batch block hands over its ids and categorical features as the Arrow text it
+    decoded, and its one request id as a string: the records are those of the plain block,
+    sampled or not."""
+    for sample_rate in (1.0, 0.5):
+        stamp = utc_timestamp()
+        plain, held = (_block(300, request_id="call", timestamp=stamp) for _ in range(2))
+        held.request_ids = "call"
+        held.texts = {"customer_id": pa.chunked_array([held.customer_ids[:100],
+                                                       held.customer_ids[100:]]),
+                      "region": pa.array(held.features["region"], pa.string())}
+        frames = []
+        for name, block in (("plain", plain), ("held", held)):
+            writer = _writer(tmp_path / f"{name}{sample_rate}", sample_rate=sample_rate, seed=3)
+            writer.log(block)
+            writer.close()
+            frames.append(read_inference_log(tmp_path / f"{name}{sample_rate}"))
+        pd.testing.assert_frame_equal(*frames)
+        assert 100 < len(frames[0]) <= 300 and set(frames[0]["request_id"]) == {"call"}
 
 
 def test_rotates_by_size_and_never_reopens_a_file(tmp_path):

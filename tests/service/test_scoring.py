@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from kernel.features import DerivedFeatures
-from service.scoring import MatrixBuilder, Scorer, score_chunks
+from service.scoring import MatrixBuilder, Scorer, Vocabulary, score_chunks
 from tests.servers import frame_of, request_bodies
 
 
@@ -122,6 +123,23 @@ def test_unseen_ignores_missing_values_and_shared_codes_change_nothing(trained_e
     shared = scorer.unseen(columns, len(frame), scorer.builder.codes(columns))
     assert shared == flagged and scorer.score(frame).unseen == flagged
     assert sum(map(bool, flagged)) >= 5  # rows 0, 11, 22, ... carry unseen values
+
+
+def test_categories_held_as_arrow_text_score_the_same(trained_entry, scorer):
+    """A /predict_batch body decoded by Arrow hands its categorical columns over as Arrow text
+    too: their codes come from Arrow's lookup, and nothing of the answer changes (nulls and
+    unseen values included)."""
+    frame = _awkward(trained_entry, 200)
+    columns = {c: frame[c].to_numpy() for c in frame.columns}
+    texts = {c: pa.array(columns[c], pa.string()) for c in trained_entry.contract.categorical}
+    plain, fast = scorer.score(columns), scorer.score(columns, texts)
+    for column, vocabulary in scorer.builder.categorical:
+        np.testing.assert_array_equal(vocabulary.text_codes(texts[column], columns[column]),
+                                      vocabulary.codes(columns[column]))
+    np.testing.assert_array_equal(fast.probability, plain.probability)
+    assert fast.unseen == plain.unseen and sum(map(bool, fast.unseen)) >= 5
+    assert (Vocabulary([1, 2]).text_codes(pa.array(["1", None]), np.array([2, None], object))
+            == [1, -1]).all()  # categories that are not text: the dict, on the objects
 
 
 def test_large_batches_score_on_threads_with_the_same_answers(trained_entry, scorer):
