@@ -106,9 +106,13 @@ def customer_batch_spec(batch_model: type[BaseModel], contract: DataContract, ma
 
 
 def json_response(payload: Any) -> Response:
-    return Response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY),
-                    media_type="application/json")
+    return json_body_response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY))
 
 
-__all__ = ["CustomerColumns", "Row", "customer_batch_spec", "json_response",
+def json_body_response(body: bytes) -> Response:
+    """An answer whose body is already JSON text."""
+    return Response(body, media_type="application/json")
+
+
+__all__ = ["CustomerColumns", "Row", "customer_batch_spec", "json_body_response", "json_response",
            "single_customer_spec", "single_prediction_spec"]

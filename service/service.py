@@ -39,7 +39,7 @@ from service.http_io import (
     CustomerColumns,
     Row,
     customer_batch_spec,
-    json_response,
+    json_body_response,
     single_customer_spec,
     single_prediction_spec,
 )
@@ -54,7 +54,7 @@ from service.middleware import (
 from service.openapi import ApiContract, openapi_document
 from service.schema import BatchPrediction, Prediction
 from service.scoring import RISK_LEVELS, Scorer, Scores
-from service.served import answers, batch_summary, serve_model
+from service.served import answers, batch_body, serve_model
 from service.shadow import shadow_tag, start_shadow
 
 logger = logging.getLogger("churn.service")
@@ -136,9 +136,8 @@ class ChurnService:
     def predict_batch(self, customers: CustomerColumns) -> BatchPrediction:
         """Churn risk of up to max_batch_rows customers, with a summary."""
         scores = self._score(customers, [customers.request_id] * len(customers))
-        return json_response({
-            "model_version": VERSION, "summary": batch_summary(scores),
-            "predictions": answers(scores, customers.ids, VERSION, self.scorer.recommendations)})
+        return json_body_response(batch_body(scores, customers, VERSION,
+                                             self.scorer.recommendations))
 
     def _score(self, columns: CustomerColumns, request_ids: list[str]) -> Scores:
         """Score, count and log (off the request path) one batch of validated customers."""

@@ -18,7 +18,6 @@ column is checked at once against the rules of the pydantic model in ``service.s
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -61,9 +60,16 @@ class CustomerColumns:
     ids: Sequence[str]  # a list, or an object array of str
     features: dict[str, np.ndarray]
     request_id: str = ""
+    arrow_ids: pa.StringArray | None = None  # the same ids, when Arrow parsed the body
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def id_strings(self) -> pa.StringArray:
+        """The ids as Arrow strings: kept from Arrow's parse, else built (0.3 ms per 10,000)."""
+        if self.arrow_ids is not None:
+            return self.arrow_ids
+        return pa.array(self.ids, pa.string())
 
 
 class BatchDecoder:
@@ -92,23 +98,26 @@ class BatchDecoder:
     def _arrow(self, body: bytes) -> CustomerColumns | None:
         if not (body.startswith(_COMPACT_HEAD) and body.endswith(_COMPACT_TAIL)):
             return None
-        # `},{"` only occurs between objects: a quote inside a JSON string is always escaped.
         # Anything else (whitespace, nesting, duplicate keys) fails to parse: slower path.
-        lines = body[len(_COMPACT_HEAD) - 1:-len(_COMPACT_TAIL) + 1].replace(b'},{"', b'}\n{"')
+        lines = _json_lines(body)
         # One block per thread: a 10,000-row body (3.7 MiB) parses in 22 ms on one thread,
         # 12 ms on two. Small bodies stay on the request's thread.
         threads = self.threads if len(lines) >= PARALLEL_BODY_BYTES else 1
         try:
-            table = pa_json.read_json(io.BytesIO(lines), parse_options=self.arrow_options,
+            table = pa_json.read_json(pa.BufferReader(lines),
+                                      parse_options=self.arrow_options,
                                       read_options=pa_json.ReadOptions(
                                           use_threads=threads > 1,
                                           block_size=len(lines) // threads + 1))
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            return self._table_columns(table)
+        except pa.ArrowException:  # also text that is not UTF-8, which the parser lets through
             return None
+
+    def _table_columns(self, table: pa.Table) -> CustomerColumns | None:
         if not 1 <= table.num_rows <= self.max_rows:
             return None
         if self.id is not None:
-            ids = table.column(self.id)
+            ids = table.column(self.id).combine_chunks()
             if ids.null_count or not _lengths_within(ids, 1, ID_MAX_LENGTH):
                 return None
         features = {}
@@ -117,9 +126,10 @@ class BatchDecoder:
             if column.null_count and not spec.nullable:
                 return None  # null or omitted: pydantic tells which
             if spec.type == "categorical":
-                if not self._as_sent(column.drop_null(), name, spec):
+                categories = self._categories(column, name, spec)
+                if categories is None:
                     return None  # text that reads as something else: the slower path reads it
-                features[name] = column.to_numpy(zero_copy_only=False).astype(object)
+                features[name] = categories
                 continue
             values = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
             if spec.type == "numeric":
@@ -129,10 +139,25 @@ class BatchDecoder:
                         spec.max is not None and (present > spec.max).any()):
                     return None
             features[name] = values
-        # An object array of str: to_pylist() costs 6 ms for 10,000 ids, this 1 ms.
-        return CustomerColumns(
-            ids=ids.to_numpy(zero_copy_only=False) if self.id else positions(table.num_rows),
-            features=features)
+        if self.id is None:
+            return CustomerColumns(ids=positions(table.num_rows), features=features)
+        # An object array of str: to_pylist() costs 6 ms for 10,000 ids, this 0.3 ms.
+        return CustomerColumns(ids=ids.to_numpy(zero_copy_only=False), features=features,
+                               arrow_ids=ids)
+
+    def _categories(self, column: pa.ChunkedArray, name: str, spec: FeatureSpec
+                    ) -> np.ndarray | None:
+        """A categorical column as an object array (None for null), or None unless every
+        value is valid as sent. Through its dictionary: only the few distinct values are
+        checked and made Python strings (1.6 ms for 4 columns of 10,000 rows, where checking
+        and converting every row costs 3.3), and the rows share them."""
+        encoded = pc.dictionary_encode(column.combine_chunks())
+        distinct = encoded.dictionary
+        if not self._as_sent(distinct, name, spec):
+            return None
+        values = np.empty(len(distinct) + 1, dtype=object)  # the last one, None, for nulls
+        values[:-1] = distinct.to_pylist()
+        return values[encoded.indices.fill_null(len(distinct)).to_numpy()]
 
     def decode(self, body: bytes) -> CustomerColumns:
         columns = self._arrow(body)
@@ -297,6 +322,31 @@ def _keeps_rules(column: np.ndarray, spec: FeatureSpec) -> bool:
     if spec.min is not None and (present < spec.min).any():
         return False
     return spec.max is None or not (present > spec.max).any()
+
+
+def _json_lines(body: bytes) -> pa.Buffer:
+    """The customers of a compact body, one JSON object per line: each `},{"` becomes
+    `}\\n{"`, as ``bytes.replace`` would, in a third of its time (1 ms per 10,000 rows).
+
+    `},{"` occurs between objects and nowhere else but where a string ends in `},{` (a quote
+    inside a string is escaped): a newline put there breaks that string, Arrow refuses the
+    body, and the slower path reads it."""
+    start, end = len(_COMPACT_HEAD) - 1, len(body) - len(_COMPACT_TAIL) + 1
+    text = np.frombuffer(body, dtype=np.uint8)[start:end]
+    is_brace = text[:-3] == ord("}")  # usually one per customer (300 bytes), and some in text
+    if np.count_nonzero(is_brace) > len(text) // 64:
+        # Text full of braces (sent to slow us down): listing them all would cost 800 ms and
+        # 250 MB for 16 MiB of them, bytes.replace 70 ms.
+        return pa.py_buffer(body[start:end].replace(b'},{"', b'}\n{"'))
+    braces = np.flatnonzero(is_brace)
+    between = braces[(text[braces + 1] == ord(",")) & (text[braces + 2] == ord("{"))
+                     & (text[braces + 3] == ord('"'))]
+    # In Arrow's memory pool, which keeps freed pages: megabytes fresh from malloc can cost
+    # a millisecond of page faults.
+    lines = pa.allocate_buffer(len(text))
+    np.copyto(np.frombuffer(lines, dtype=np.uint8), text)
+    np.frombuffer(lines, dtype=np.uint8)[between + 1] = ord("\n")
+    return lines
 
 
 def positions(rows: int) -> list[str]:

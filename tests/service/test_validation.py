@@ -399,3 +399,70 @@ def test_a_large_body_parses_on_threads_into_the_same_columns(contract, trained_
             assert list(a) == list(b), name
         else:
             np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+# Text that looks like the boundary between two customers, as it may appear inside strings.
+_TRICKY = st.text(st.sampled_from('},{"\\ax\n'), max_size=12)
+
+
+@given(st.lists(st.dictionaries(st.sampled_from(["a", "b}", '"c"']),
+                                st.one_of(_TRICKY, st.integers(-(2**63), 2**63 - 1), st.none()),
+                                min_size=1, max_size=3),
+                min_size=1, max_size=5))
+def test_a_compact_body_splits_into_lines_as_bytes_replace_would(customers):
+    from service.validation import _COMPACT_HEAD, _COMPACT_TAIL, _json_lines
+
+    body = orjson.dumps({"customers": customers})
+    expected = body[len(_COMPACT_HEAD) - 1:-len(_COMPACT_TAIL) + 1].replace(b'},{"', b'}\n{"')
+    assert _json_lines(body).to_pybytes() == expected
+
+
+def test_a_body_full_of_braces_splits_alike_without_listing_them():
+    from service.validation import _json_lines
+
+    rows = [{"customer_id": "}" * 90, "region": "},{" * 30}, {"customer_id": "a"}]
+    body = orjson.dumps({"customers": rows * 50})
+    assert _json_lines(body).to_pybytes() == body[14:-2].replace(b'},{"', b'}\n{"')
+
+
+def test_text_ending_in_the_boundary_between_customers_is_read_by_the_slower_path(contract):
+    """`},{"` is also where a string ends in `},{`: the newline put there breaks the string,
+    Arrow refuses the body, and the slower path reads it as sent."""
+    customer = customer_model(contract, example_customer(contract, None))
+    decoder = BatchDecoder(contract, batch_request_model(customer, 10), 10)
+    rows = [{**example_customer(contract, None), contract.id: cid, "region": region}
+            for cid, region in [("a},{", "x},{"), ("b", "europe"), ("c},{", "europe")]]
+    body = orjson.dumps({"customers": rows})
+    assert b'"a},{","' in body
+    assert decoder._arrow(body) is None
+    columns = decoder.decode(body)
+    assert list(columns.ids) == ["a},{", "b", "c},{"]
+    assert list(columns.features["region"]) == ["x},{", "europe", "europe"]
+
+
+@pytest.mark.parametrize("field", ["customer_id", "region", "plan"])
+def test_text_that_is_not_utf8_is_a_400_not_a_crash(contract, field):
+    customer = customer_model(contract, example_customer(contract, None))
+    decoder = BatchDecoder(contract, batch_request_model(customer, 10), 10)
+    good = orjson.dumps({"customers": [example_customer(contract, None)] * 2})
+    value = orjson.dumps(example_customer(contract, None)[field])
+    broken = good.replace(value, value[:-1] + b'\xff"', 1)
+    assert broken != good
+    with pytest.raises(ValidationError):
+        decoder.decode(broken)
+
+
+def test_null_categories_decode_alike_through_arrow_and_the_slower_path(contract):
+    raw = contract.model_dump()
+    raw["features"]["region"]["nullable"] = True
+    nullable = DataContract.from_dict(raw)
+    customer = customer_model(nullable, example_customer(nullable, None))
+    decoder = BatchDecoder(nullable, batch_request_model(customer, 10), 10)
+    rows = [{**example_customer(nullable, None), contract.id: f"c{i}"} for i in range(4)]
+    rows[1]["region"], rows[2]["region"] = None, "europe"
+    compact = orjson.dumps({"customers": rows})
+    fast = decoder._arrow(compact)
+    slow = decoder.decode(json.dumps({"customers": rows}, indent=1).encode())
+    assert fast is not None and fast.features["region"].dtype == object
+    assert list(fast.features["region"]) == list(slow.features["region"])
+    assert fast.features["region"][1] is None
