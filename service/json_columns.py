@@ -1,16 +1,15 @@
-"""JSON text built a column at a time with Arrow: inference-log lines and /predict_batch bodies.
+"""The JSON text of a /predict_batch answer, built a column at a time with Arrow.
 
-orjson over a list of 10,000 flat dicts holds the GIL for ~40 ms, on top of building the dicts,
-and the inference log's thread shares the GIL with the request path of its worker. Arrow formats
-a whole column in one kernel call (releasing the GIL) and joins the columns row by row, about
-3 times cheaper in CPU and mostly off the GIL. A JSON reader gets from them what it gets from
-orjson's texts for the same values, the same value of the same type (a test compares them);
-only some large numbers are spelled differently (``1e+16`` for ``10000000000000000.0``).
+orjson over a list of 10,000 answer dicts costs ~7 ms (building the dicts, then writing them),
+all of it holding the GIL. Here each column's texts are made at once (orjson over the whole
+probability array, Arrow for the ids, a handful of texts for the fields that depend only on a
+row's decision and risk level) and Arrow joins them row by row: ~2 ms. ``served.batch_body``
+puts them together; tests check the body is byte for byte what orjson writes of the dicts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import orjson
@@ -18,69 +17,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 _NEEDS_ESCAPE = r'[\x00-\x1f"\\]'
-
-
-def json_texts(values: Sequence | np.ndarray, *, boolean: bool = False) -> pa.StringArray:
-    """The JSON text of each value, read back as orjson's: numbers in shortest round-trip form
-    (``3.0``, not ``3``; float32 as its float64 value), ``null`` for None, NaN and infinities,
-    escaped strings. ``boolean`` writes numbers as ``false`` (0) / ``true`` (other).
-    Values Arrow cannot hold as one scalar type (tuples, mixed objects) go through orjson one
-    at a time."""
-    try:
-        array = pa.array(values, from_pandas=True)  # NaN -> null
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        return _one_by_one(values)
-    kind = array.type
-    if pa.types.is_null(kind):
-        return pa.array(["null"] * len(array), pa.string())
-    if pa.types.is_string(kind):
-        if pc.any(pc.match_substring_regex(array, _NEEDS_ESCAPE)).as_py():
-            return _one_by_one(values)
-        text = pc.binary_join_element_wise('"', array, '"', "")
-    elif pa.types.is_boolean(kind):
-        text = pc.cast(array, pa.string())
-    elif boolean and (pa.types.is_floating(kind) or pa.types.is_integer(kind)):
-        text = pc.cast(pc.not_equal(array, 0), pa.string())
-    elif pa.types.is_integer(kind):
-        text = pc.cast(array, pa.string())
-    elif pa.types.is_floating(kind):
-        numbers = pc.cast(array, pa.float64())
-        text = pc.cast(numbers, pa.string())
-        # Arrow writes an integral float as "3" where orjson (like Python) writes "3.0".
-        integral = pc.invert(pc.or_(pc.match_substring(text, "."), pc.match_substring(text, "e")))
-        text = pc.if_else(integral, pc.binary_join_element_wise(text, ".0", ""), text)
-        text = pc.if_else(pc.is_finite(numbers), text, pa.scalar(None, pa.string()))
-    else:
-        return _one_by_one(values)
-    return pc.fill_null(text, "null")
-
-
-def shared_or_texts(values: Sequence | np.ndarray) -> pa.StringArray | str:
-    """``json_texts``, or the one JSON text every row shares (for ``json_objects``) when every
-    value is the same object: a /predict_batch call's one request id, no unseen category (the
-    shared empty tuple), the shadow's version. Saves about 4 ms per 10,000 rows."""
-    if len(values) and all(v is values[0] for v in values):
-        return orjson.dumps(values[0]).decode()
-    return json_texts(values)
-
-
-def json_objects(fields: Mapping[str, pa.StringArray | str], separator: str) -> bytes:
-    """One JSON object per row, each followed by ``separator``, concatenated.
-
-    Each field is a column of JSON texts (``json_texts``), or one JSON text (str) shared by
-    every row; at least one must be a column.
-    """
-    pieces: list[pa.StringArray | str] = []
-    text = "{"
-    for name, value in fields.items():
-        text += orjson.dumps(name).decode() + ":"
-        if isinstance(value, str):
-            text += value + ","
-        else:
-            pieces += [text, value]
-            text = ","
-    pieces.append(text.removesuffix(",") + "}" + separator)
-    return json_rows(pieces).tobytes()
 
 
 def json_rows(pieces: Sequence[pa.StringArray | str]) -> memoryview:
@@ -146,8 +82,3 @@ def few_texts(values: Sequence) -> pa.StringArray:
                        count=len(values))
     texts = pa.array([orjson.dumps(v).decode() for v in codes], pa.string())
     return texts.take(rows)
-
-
-def _one_by_one(values: Sequence | np.ndarray) -> pa.StringArray:
-    option = orjson.OPT_SERIALIZE_NUMPY
-    return pa.array([orjson.dumps(v, option=option).decode() for v in values], pa.string())

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import time
 
 import bentoml
@@ -56,6 +57,26 @@ from service.schema import BatchPrediction, Prediction
 from service.scoring import RISK_LEVELS, Scorer, Scores
 from service.served import answers, batch_body, serve_model
 from service.shadow import shadow_tag, start_shadow
+
+# Process settings BentoML's workers inherit: the parent imports this module before it starts
+# them, and each reads these at its own start. A value already in the environment wins.
+# - OpenMP (XGBoost): threads that finished scoring a large /predict_batch call sleep instead of
+#   spinning for the next parallel region, which took a core from the decoding of the next
+#   request. /predict batches score on one thread and never start a team.
+# - glibc malloc: a 10,000-row request allocates and frees some 25 MB in blocks of 0.1-4 MB
+#   (body, Arrow buffers, matrix, answer). With glibc's adaptive defaults (starting at 128 KiB)
+#   large blocks are mapped fresh and freed memory goes back to the system, so requests fault
+#   their memory in again and again: 8-10 ms of CPU per 10,000-row request. With these fixed
+#   thresholds it is kept for reuse (the worker's memory stays at its working set instead of
+#   dropping between requests: docs/serving.md).
+PROCESS_ENVIRONMENT = {
+    "OMP_WAIT_POLICY": "PASSIVE",
+    "MALLOC_MMAP_THRESHOLD_": str(32 * 2**20),
+    "MALLOC_TRIM_THRESHOLD_": str(128 * 2**20),
+}
+for _name, _value in PROCESS_ENVIRONMENT.items():
+    os.environ.setdefault(_name, _value)
+
 
 logger = logging.getLogger("churn.service")
 config_file = ServiceConfig.find()
@@ -135,19 +156,24 @@ class ChurnService:
     )
     def predict_batch(self, customers: CustomerColumns) -> BatchPrediction:
         """Churn risk of up to max_batch_rows customers, with a summary."""
-        scores = self._score(customers, [customers.request_id] * len(customers))
+        scores = self._score(customers, customers.request_id)
         return json_body_response(batch_body(scores, customers, VERSION,
                                              self.scorer.recommendations))
 
-    def _score(self, columns: CustomerColumns, request_ids: list[str]) -> Scores:
-        """Score, count and log (off the request path) one batch of validated customers."""
-        scores = self.scorer.score(columns.features)
+    def _score(self, columns: CustomerColumns, request_ids: list[str] | str) -> Scores:
+        """Score, count and log (off the request path) one batch of validated customers
+        (``request_ids``: one per row, or the one of every row)."""
+        scores = self.scorer.score(columns.features, columns.texts)
         self.metrics.observe(VERSION, scores.probability, scores.risk_level, scores.unseen)
         if self.inference_log is not None or self.shadow is not None:
+            texts = dict(columns.texts)
+            if columns.arrow_ids is not None:
+                texts["customer_id"] = columns.arrow_ids
             block = LogBlock(
                 timestamp=utc_timestamp(), request_ids=request_ids, customer_ids=columns.ids,
                 features=columns.features, probability=scores.probability,
-                will_churn=scores.will_churn, risk_level=scores.risk_level, unseen=scores.unseen)
+                will_churn=scores.will_churn, risk_level=scores.risk_level, unseen=scores.unseen,
+                texts=texts)
             if self.shadow is not None:  # scores it after the answer, then logs it
                 self.shadow.submit(block)
             else:

@@ -21,7 +21,7 @@ from kernel.inference_log import (
     read_log_file,
 )
 from service.config import InferenceLogConfig
-from service.inference_log import InferenceLogWriter, LogBlock, utc_timestamp
+from service.inference_log import IPC_OPTIONS, InferenceLogWriter, LogBlock, utc_timestamp
 
 
 def _block(n: int, request_id: str = "r1", timestamp: str | None = None) -> LogBlock:
@@ -136,11 +136,16 @@ def test_reader_skips_a_truncated_last_batch_and_filters_time(tmp_path):
     whole = path.read_bytes()
     stream = pa.ipc.open_stream(whole)
     batch = stream.read_next_batch()
-    sink = pa.BufferOutputStream()
-    copy = pa.ipc.new_stream(sink, stream.schema)
-    schema_bytes = sink.tell()
-    copy.write_batch(batch)  # the bytes of one batch message, as the writer writes them
-    batch_bytes = sink.getvalue().to_pybytes()[schema_bytes:]
+
+    def encoded(*batches: pa.RecordBatch) -> bytes:  # a stream without its end marker
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, stream.schema, options=IPC_OPTIONS) as copy:
+            for one in batches:
+                copy.write_batch(one)
+        return sink.getvalue().to_pybytes()[:-8]
+
+    batch_bytes = encoded(batch)[len(encoded()):]  # one batch message, as the writer writes it
+    assert whole.startswith(encoded()) and batch_bytes in whole
     path.chmod(0o644)  # unseal: as if the writer had crashed in the middle of a third batch
     path.write_bytes(whole[:-8] + batch_bytes[:len(batch_bytes) // 2])  # no end marker either
     assert len(read_inference_log(tmp_path)) == 20
