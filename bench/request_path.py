@@ -7,8 +7,9 @@ validated /predict bodies into columns, the feature matrix (derived features, im
 one-hot), the model, the unseen-category check, decisions, the prediction metrics, and the
 answers; and the stages of one 10,000-customer /predict_batch request as the service runs them:
 decoding the body (wall time: it runs on ``large_request_threads`` threads), scoring, the
-response body, and writing its inference-log records (the writer thread's work, process CPU). CPU time of one thread stays meaningful when other jobs share
-the machine, where wall time does not. ``--code DIR`` measures another checkout of the
+response body, and writing its inference-log records (the writer thread's work, process
+CPU). CPU time of one thread stays meaningful when other jobs share the machine, where wall
+time does not. ``--code DIR`` measures another checkout of the
 project (say, the commit before a change) with this same script: before and after in one run.
 """
 
