@@ -287,7 +287,7 @@ def sigkill(system: DrillSystem, finding: Finding) -> None:
         logged, readable = None, False
         finding.note("read_error", str(exc))
     finding.detected()
-    finding.caught("the log of the killed server reads (a torn last line is skipped)",
+    finding.caught("the log of the killed server reads (a torn last batch is skipped)",
                    readable, "read" if readable else "unreadable")
     ids = set(logged["customer_id"]) if readable and len(logged) else set()
     lost = [a for a in answered if a.customer_id not in ids]
@@ -423,7 +423,7 @@ SCENARIOS = [
     Scenario("sigkill", "serving",
              "SIGKILL to a 2-worker `bentoml serve` under steady load",
              "bounded loss: the writer flushes every flush_seconds; the reader skips a torn "
-             "last line", sigkill),
+             "last batch", sigkill),
     Scenario("overload", "serving",
              "many more concurrent clients than the service can take",
              "load shedding: requests beyond max_in_flight per worker answered 429 and counted "

@@ -7,7 +7,6 @@ the pod's address, local folders for the volumes."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -16,6 +15,7 @@ import httpx
 import psutil
 import pytest
 
+from kernel.inference_log import read_inference_log
 from kernel.processes import free_port, http_ok, start_process
 from tests.k8s.conftest import REPO
 from tests.servers import request_bodies
@@ -101,6 +101,5 @@ def test_the_rendered_service_container_serves_its_pinned_model_and_stops_cleanl
         print(f"stopped {time.monotonic() - stopping:.1f} s after SIGTERM "
               f"(budget {grace - pause} s)")
 
-    records = [json.loads(line) for f in (root / "var/lib/churn/inference_log").glob("inf*")
-               for line in f.read_text().splitlines()]
-    assert sorted(r["customer_id"] for r in records) == sorted(b["customer_id"] for b in bodies)
+    records = read_inference_log(root / "var/lib/churn/inference_log")
+    assert sorted(records["customer_id"]) == sorted(b["customer_id"] for b in bodies)
