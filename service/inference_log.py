@@ -317,14 +317,20 @@ class InferenceLogWriter:
         if self._file is not None and (self._expired() or self._removed()):
             self._close_file()  # never write to a file past its age, nor to a deleted one
         start = 0
-        per_row = max(1.0, batch.nbytes / batch.num_rows)  # before compression: at most
+        per_row = max(1.0, batch.nbytes / batch.num_rows)  # in memory; then as written
         while start < batch.num_rows:  # whole records, rotating once a file reaches rotate_bytes
             if self._file is None:
                 self._open_file(batch.schema)
             room = self.rotate_bytes - self._file_bytes
             part = batch.slice(start, max(1, int(room / per_row)))
             before = self._file_bytes
-            self._file.write(_stream_bytes(part.schema, part)[self._schema_size:])
+            try:
+                self._file.write(_stream_bytes(part.schema, part)[self._schema_size:])
+            except OSError:
+                # Part of a batch may be in the file: a reader stops there, so nothing more
+                # goes after it. The next records start a new file.
+                self._guarded(self._close_file, "close")
+                raise
             self._file_bytes = self._file.tell()
             per_row = max(1.0, (self._file_bytes - before) / part.num_rows)  # as written
             start += part.num_rows

@@ -242,6 +242,38 @@ def test_a_file_deleted_while_open_is_not_written_to_again(tmp_path):
     assert len(read_inference_log(tmp_path)) == 7  # the later records are in a new file
 
 
+class _DiskFullAfterHalf:
+    """The open log file, on a disk that fills up in the middle of the next write (a stand-in:
+    this machine has no volume to fill)."""
+
+    def __init__(self, file):
+        self.file = file
+
+    def write(self, data) -> int:
+        self.file.write(bytes(data)[:len(data) // 2])
+        self.file.flush()
+        raise OSError(28, "No space left on device")
+
+    def __getattr__(self, name):
+        return getattr(self.file, name)
+
+
+def test_a_write_that_fails_halfway_costs_its_records_only(tmp_path):
+    """Half a batch in a file would stop every reader there: the writer leaves that file and
+    puts the next records in a new one."""
+    writer = _writer(tmp_path, flush_seconds=0.1)
+    writer.log(_block(10, request_id="before"))
+    time.sleep(0.4)
+    writer._file = _DiskFullAfterHalf(writer._file)  # the writer thread waits on its queue
+    writer.log(_block(7, request_id="lost"))
+    time.sleep(0.4)
+    writer.log(_block(5, request_id="after"))
+    writer.close()
+    frame = read_inference_log(tmp_path)
+    assert frame["request_id"].value_counts().to_dict() == {"before": 10, "after": 5}
+    assert len(list_log_files(tmp_path)) == 2
+
+
 def test_dates_in_text_fields_stay_text(tmp_path):
     """Arrow's JSON reader would take "2025-01-01" for a date; JSON has no dates."""
     writer = _writer(tmp_path)
