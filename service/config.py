@@ -16,6 +16,23 @@ from kernel.yaml_model import JobConfig
 CONFIG_ENV = "CHURN_SERVICE_CONFIG"
 CONFIG_NAME = "service.yaml"
 
+# Process settings of the service's worker processes, set by service/service.py in the parent
+# before it starts them (each reads these at its own start; a value already set wins).
+# - OpenMP (XGBoost): threads that finished scoring a large /predict_batch call sleep instead of
+#   spinning for the next parallel region, which took a core from the decoding of the next
+#   request. /predict batches score on one thread and never start a team.
+# - glibc malloc: a 10,000-row request allocates and frees some 25 MB in blocks of 0.1-4 MB
+#   (body, Arrow buffers, matrix, answer). With glibc's adaptive defaults (starting at 128 KiB)
+#   large blocks are mapped fresh and freed memory goes back to the system, so requests fault
+#   their memory in again and again: 8-10 ms of CPU per 10,000-row request. With these fixed
+#   thresholds it is kept for reuse (the worker's memory stays at its working set instead of
+#   dropping between requests: docs/serving.md).
+PROCESS_ENVIRONMENT = {
+    "OMP_WAIT_POLICY": "PASSIVE",
+    "MALLOC_MMAP_THRESHOLD_": str(32 * 2**20),
+    "MALLOC_TRIM_THRESHOLD_": str(128 * 2**20),
+}
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")

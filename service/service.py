@@ -35,7 +35,7 @@ from kernel.adapters.bentoml_internals import (
     observe_batching,
 )
 from kernel.store import load_entry
-from service.config import ServiceConfig
+from service.config import PROCESS_ENVIRONMENT, ServiceConfig
 from service.http_io import (
     CustomerColumns,
     Row,
@@ -58,22 +58,8 @@ from service.scoring import RISK_LEVELS, Scorer, Scores
 from service.served import answers, batch_body, serve_model
 from service.shadow import shadow_tag, start_shadow
 
-# Process settings BentoML's workers inherit: the parent imports this module before it starts
-# them, and each reads these at its own start. A value already in the environment wins.
-# - OpenMP (XGBoost): threads that finished scoring a large /predict_batch call sleep instead of
-#   spinning for the next parallel region, which took a core from the decoding of the next
-#   request. /predict batches score on one thread and never start a team.
-# - glibc malloc: a 10,000-row request allocates and frees some 25 MB in blocks of 0.1-4 MB
-#   (body, Arrow buffers, matrix, answer). With glibc's adaptive defaults (starting at 128 KiB)
-#   large blocks are mapped fresh and freed memory goes back to the system, so requests fault
-#   their memory in again and again: 8-10 ms of CPU per 10,000-row request. With these fixed
-#   thresholds it is kept for reuse (the worker's memory stays at its working set instead of
-#   dropping between requests: docs/serving.md).
-PROCESS_ENVIRONMENT = {
-    "OMP_WAIT_POLICY": "PASSIVE",
-    "MALLOC_MMAP_THRESHOLD_": str(32 * 2**20),
-    "MALLOC_TRIM_THRESHOLD_": str(128 * 2**20),
-}
+# Process settings for BentoML's workers (service/config.py): the parent imports this module
+# before it starts them, and each reads these at its own start. A value already set wins.
 for _name, _value in PROCESS_ENVIRONMENT.items():
     os.environ.setdefault(_name, _value)
 

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
+import psutil
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -206,6 +207,19 @@ def _customer(draw, schema: dict) -> dict:
     if not clean and not draw(st.integers(0, 30)):
         body[draw(st.text(min_size=1, max_size=5))] = 1
     return body
+
+
+def test_workers_start_with_the_process_settings_of_the_service(server):
+    """The memory and OpenMP settings (service.config.PROCESS_ENVIRONMENT) must be in each
+    worker's environment from its start: glibc and OpenMP read them once, when it starts."""
+    from service.config import PROCESS_ENVIRONMENT
+
+    workers = [p for p in psutil.Process(server.popen.pid).children(recursive=True)
+               if "_bentoml_impl.worker.service" in " ".join(p.cmdline())]
+    assert len(workers) == 2
+    for worker in workers:
+        started_with = worker.environ()  # /proc/<pid>/environ: as the process was started
+        assert {k: started_with.get(k) for k in PROCESS_ENVIRONMENT} == PROCESS_ENVIRONMENT
 
 
 def test_generated_requests_never_get_a_server_error(server):
