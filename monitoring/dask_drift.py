@@ -1,10 +1,11 @@
 """`churn drift --dask`: the current data counted on a Dask cluster, one task per partition.
 
 Partitions are the inference-log files that may hold records of the window
-(``kernel.inference_log.files_in_window``: JSON lines or their compacted Parquet twins, each
-read whole by one task and filtered to the window), or, for ``--current`` files, the table
-pieces of ``kernel.partitions``. Each task types and checks its rows by the contract and
-rescores stale ones exactly as ``prepare_current`` does for all rows at once, then returns:
+(``kernel.inference_log.files_in_window``: Arrow streams, JSON lines of older writers, or their
+compacted Parquet twins, each read whole by one task and filtered to the window), or, for
+``--current`` files, the table pieces of ``kernel.partitions``. Each task types and checks its
+rows by the contract and rescores stale ones exactly as ``prepare_current`` does for all rows at
+once, then returns:
 
 - ``DriftStatistics`` of its rows (counts per reference bin and per value, sums), which merge
   exactly, so PSI, missing and unseen shares and the prediction distribution cover every row;

@@ -63,7 +63,8 @@ class InferenceLogConfig(_Section):
                               description="start a new file past this size")
     rotate_seconds: float = Field(
         300, gt=0, le=MAX_ROTATE_SECONDS, description="start a new file after this long; a "
-        "file is compacted once closed, so this is also how long records stay JSON lines")
+        "file is compacted to Parquet once closed, so this is also how long records stay in "
+        "the written form")
     flush_seconds: float = Field(1.0, gt=0, le=MAX_FLUSH_SECONDS,
                                  description="buffered records reach disk this often")
     queue_rows: int = Field(
