@@ -102,7 +102,7 @@ def batch_request(bodies: list[dict], served, scorer, metrics, entry, scratch: P
                      features=columns.features, probability=scores.probability,
                      will_churn=scores.will_churn, risk_level=scores.risk_level,
                      unseen=scores.unseen,
-                     texts={**columns.texts, "customer_id": columns.id_strings()})
+                     texts=columns.held_texts())
     started = time.process_time()
     for _ in range(5):
         log.log(block)

@@ -42,6 +42,7 @@ from kernel.inference_log import (
 from kernel.store import ModelEntry
 from service.config import InferenceLogConfig
 from service.metrics import ServiceMetrics
+from service.scoring import all_alike
 
 logger = logging.getLogger("churn.service.inference_log")
 
@@ -145,9 +146,8 @@ def _repeated(value: str, n: int) -> pa.Array:
 
 def _text_lists(values: Sequence[tuple[str, ...]]) -> pa.Array:
     """Tuples of names as list<string>: usually all the one empty tuple (no unseen category)."""
-    values = values if isinstance(values, list) else list(values)
     offsets = np.zeros(len(values) + 1, dtype=np.int32)
-    if not (values and not values[0] and values.count(values[0]) == len(values)):
+    if not (all_alike(values) and not values[0]):
         lengths = np.fromiter(map(len, values), dtype=np.int32, count=len(values))
         np.cumsum(lengths, out=offsets[1:])
     names = list(itertools.chain.from_iterable(values)) if offsets[-1] else []
@@ -211,6 +211,7 @@ class InferenceLogWriter:
         self._pending = 0
         self._pending_lock = threading.Lock()
         self._file = None
+        self._schema: pa.Schema | None = None
         self._schema_size = 0
         self._path: Path | None = None
         self._file_opened = 0.0
@@ -314,8 +315,11 @@ class InferenceLogWriter:
         if len(rows) == 0:
             return
         batch = self._batch(blocks, rows)
-        if self._file is not None and (self._expired() or self._removed()):
-            self._close_file()  # never write to a file past its age, nor to a deleted one
+        if self._file is not None and (self._expired() or self._removed()
+                                       or batch.schema != self._schema):
+            # Never write to a file past its age, nor to a deleted one; and a stream has one
+            # schema (a batch's bytes are cut after the file's own schema).
+            self._close_file()
         start = 0
         per_row = max(1.0, batch.nbytes / batch.num_rows)  # in memory; then as written
         while start < batch.num_rows:  # whole records, rotating once a file reaches rotate_bytes
@@ -437,7 +441,7 @@ class InferenceLogWriter:
         self._path = path
         self._file_opened = time.monotonic()
         header = _stream_bytes(schema)
-        self._schema_size = len(header)  # every batch's encoding starts with the same schema
+        self._schema, self._schema_size = schema, len(header)  # a batch's encoding starts so
         self._file.write(header)
         self._file.flush()  # the schema: a reader sees a stream, empty for now
         self._file_bytes = self._file.tell()

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from kernel.adapters.prometheus_internals import observe_many
+from service.scoring import all_alike
 
 STATUSES_AT_ZERO = ("200", "400", "413", "429", "500")
 PROBABILITY_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))  # 0.05 .. 1.0
@@ -96,8 +97,8 @@ class ServiceMetrics:
         observe_many(self._child(self.probability, version, role), probability)
         if role != "champion":  # the same customers' categories: counted once, as served
             return
-        if unseen and not unseen[0] and unseen.count(unseen[0]) == len(unseen):
-            return  # usually: no row has one (a loop in C instead of one in Python)
+        if all_alike(unseen) and not unseen[0]:
+            return  # usually: no row has one
         for flagged in unseen:
             for feature in flagged:
                 self.unseen_categories.labels(feature=feature, model_version=version).inc()

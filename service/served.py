@@ -27,7 +27,7 @@ from service.json_columns import (
     string_texts,
 )
 from service.schema import batch_request_model, customer_model, example_customer
-from service.scoring import RISK_LEVELS, Scores
+from service.scoring import RISK_LEVELS, Scores, all_alike
 from service.validation import CustomerColumns
 
 
@@ -130,7 +130,7 @@ def answer_rows(scores: Scores, ids: pa.StringArray, version: str,
     if n == 0 or (level < 0).any():
         return None
     # Usually no row has an unseen category: every row then shares the text "[]".
-    shared = scores.unseen.count(scores.unseen[0]) == n  # a C loop over the rows, 30 us
+    shared = all_alike(scores.unseen)
     unseen = orjson.dumps(scores.unseen[0]).decode() + "}," if shared else ""
     rests = []  # the same fields, in the same order, as answers()
     for name in RISK_LEVELS:

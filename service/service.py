@@ -152,14 +152,11 @@ class ChurnService:
         scores = self.scorer.score(columns.features, columns.texts)
         self.metrics.observe(VERSION, scores.probability, scores.risk_level, scores.unseen)
         if self.inference_log is not None or self.shadow is not None:
-            texts = dict(columns.texts)
-            if columns.arrow_ids is not None:
-                texts["customer_id"] = columns.arrow_ids
             block = LogBlock(
                 timestamp=utc_timestamp(), request_ids=request_ids, customer_ids=columns.ids,
                 features=columns.features, probability=scores.probability,
                 will_churn=scores.will_churn, risk_level=scores.risk_level, unseen=scores.unseen,
-                texts=texts)
+                texts=columns.held_texts())
             if self.shadow is not None:  # scores it after the answer, then logs it
                 self.shadow.submit(block)
             else:

@@ -68,6 +68,13 @@ class CustomerColumns:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def held_texts(self) -> dict[str, pa.Array | pa.ChunkedArray]:
+        """The columns kept as Arrow text, by inference-log field (``customer_id`` and the
+        categorical features): what ``LogBlock.texts`` takes."""
+        if self.arrow_ids is None:
+            return dict(self.texts)
+        return {**self.texts, "customer_id": self.arrow_ids}
+
     def id_strings(self) -> pa.StringArray:
         """The ids as Arrow strings: kept from Arrow's parse, else built (0.3 ms per 10,000)."""
         if self.arrow_ids is not None:

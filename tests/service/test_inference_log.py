@@ -274,6 +274,21 @@ def test_a_write_that_fails_halfway_costs_its_records_only(tmp_path):
     assert len(list_log_files(tmp_path)) == 2
 
 
+def test_a_batch_of_another_shape_starts_a_new_file(tmp_path):
+    """A stream has one schema: records shaped otherwise (here a feature fewer) go to a new
+    file, and both read."""
+    writer = _writer(tmp_path, flush_seconds=0.1)
+    writer.log(_block(10))
+    time.sleep(0.4)
+    other = _block(5)
+    del other.features["region"]
+    writer.log(other)
+    writer.close()
+    frame = read_inference_log(tmp_path)
+    assert len(list_log_files(tmp_path)) == 2 and len(frame) == 15
+    assert frame["region"].isna().sum() == 5 + 5  # five sent as null, five never sent
+
+
 def test_dates_in_text_fields_stay_text(tmp_path):
     """Arrow's JSON reader would take "2025-01-01" for a date; JSON has no dates."""
     writer = _writer(tmp_path)
